@@ -1,0 +1,189 @@
+"""The whole job, input AnnData to domains, shared by `stagate run` and `stagate demo`."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scanpy as sc
+import scipy.sparse as sp
+from anndata import AnnData
+
+from . import _keys, pl, pp, tl
+from ._logging import log
+from ._validation import StagateInputError, check_counts, check_n_domains
+
+
+@dataclass
+class PipelineConfig:
+    """Every choice of a run; written to summary.json."""
+
+    n_domains: int
+    label_key: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    # expression
+    n_top_genes: int | None = 3000
+    log_normalised: bool = False  # input X is already log-normalised: skip preprocessing
+    # graph
+    radius: float | str | None = "auto"
+    n_neighbors: int | None = None
+    target_neighbors: float = 8.0
+    library_key: str | None = None
+    # model
+    alpha: float = 0.0
+    n_epochs: int = 1000
+    lr: float = 1e-3
+    hidden_dim: int = 512
+    latent_dim: int = 30
+    # domains
+    cluster_method: str = "leiden"
+    umap: bool = True
+    show_progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def run_pipeline(adata: AnnData, cfg: PipelineConfig) -> tuple[AnnData, dict]:
+    """Preprocess, build the SNN, train, cluster and score; returns (result, summary)."""
+    check_n_domains(cfg.n_domains, adata.n_obs)
+    if cfg.label_key is not None and cfg.label_key not in adata.obs:
+        msg = f"--label-key {cfg.label_key!r} is not a column of obs (has {list(adata.obs)})."
+        raise StagateInputError(msg)
+    seconds: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    t = time.perf_counter()
+    adata = adata.copy()  # never touch the caller's object
+    if cfg.log_normalised:
+        adata.var["highly_variable"] = True
+    else:
+        layer = _counts_layer(adata)
+        pp.preprocess(adata, n_top_genes=cfg.n_top_genes, layer=layer)
+    seconds["preprocess"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pp.spatial_network(adata, radius=None if cfg.n_neighbors else cfg.radius,
+                       n_neighbors=cfg.n_neighbors, target_neighbors=cfg.target_neighbors,
+                       library_key=cfg.library_key)
+    if cfg.alpha > 0:
+        pp.prune_network(adata, random_state=cfg.seed)
+    seconds["graph"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    tl.stagate(adata, alpha=cfg.alpha, n_epochs=cfg.n_epochs, lr=cfg.lr,
+               hidden_dim=cfg.hidden_dim, latent_dim=cfg.latent_dim, random_state=cfg.seed,
+               device=cfg.device, show_progress=cfg.show_progress)
+    seconds["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    tl.domains(adata, cfg.n_domains, method=cfg.cluster_method, random_state=cfg.seed,
+               key_added="stagate_domain")
+    seconds["cluster"] = time.perf_counter() - t
+
+    if cfg.umap:
+        t = time.perf_counter()
+        sc.pp.neighbors(adata, use_rep=_keys.EMBEDDING, random_state=cfg.seed)
+        sc.tl.umap(adata, random_state=cfg.seed)
+        seconds["umap"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - t_all
+
+    graph = adata.uns[_keys.graph_uns_key()]
+    from . import __version__
+
+    summary = {
+        "n_spots": int(adata.n_obs),
+        "n_genes_used": int(len(adata.uns[_keys.EMBEDDING]["genes"])),
+        "n_domains": int(cfg.n_domains),
+        "mean_neighbors": graph["stats"]["mean_neighbors"],
+        "n_isolated": graph["stats"]["n_isolated"],
+        "graph": {k: v for k, v in graph["params"].items() if v is not None},
+        "seed": cfg.seed,
+        "device": adata.uns[_keys.EMBEDDING]["params"]["device_used"],
+        "version": __version__,
+        "final_loss": float(adata.uns[_keys.EMBEDDING]["loss"][-1]),
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpus": os.cpu_count()},
+    }
+    if cfg.label_key is not None:
+        summary.update(tl.score_domains(adata, label_key=cfg.label_key,
+                                        domain_key="stagate_domain"))
+    summary.update(cfg.extra)
+    return adata, summary
+
+
+def _counts_layer(adata: AnnData) -> str | None:
+    """Where the raw counts are: X, else layers['counts']; otherwise a clear error."""
+    try:
+        check_counts(adata.X, what="adata.X")
+        return None
+    except StagateInputError as err:
+        if _keys.COUNTS_LAYER in adata.layers:
+            check_counts(adata.layers[_keys.COUNTS_LAYER], what="adata.layers['counts']")
+            return _keys.COUNTS_LAYER
+        msg = f"{err} (Already log-normalised data can be used with --log-normalised.)"
+        raise StagateInputError(msg) from None
+
+
+def nonspatial_ari(adata: AnnData, cfg: PipelineConfig) -> float:
+    """ARI of the same clustering on 30 PCs of the same expression: what space adds."""
+    x = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
+    tmp = AnnData(x.astype(np.float32), obs=adata.obs[[cfg.label_key]].copy())
+    sc.pp.pca(tmp, n_comps=min(30, min(tmp.shape) - 1), random_state=cfg.seed)
+    tl.domains(tmp, cfg.n_domains, use_rep="X_pca", method=cfg.cluster_method,
+               random_state=cfg.seed, key_added="pca_domain")
+    return tl.score_domains(tmp, label_key=cfg.label_key, domain_key="pca_domain")["ari"]
+
+
+def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = False) -> None:
+    """Write stagate.h5ad, domains.png, umap.png and summary.json into `out`, atomically.
+
+    Everything is written into a temporary folder beside `out` first and moved in at the end,
+    so an error never leaves a half-written result.
+    """
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    names = ["stagate.h5ad", "domains.png", "umap.png", "summary.json"]
+    if out.exists() and not force and any((out / n).exists() for n in names):
+        msg = f"{out} already holds results; pass --force to overwrite them."
+        raise StagateInputError(msg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        adata.write_h5ad(tmp / "stagate.h5ad", compression="gzip")
+        title = f"STAGATE domains (K={summary['n_domains']})"
+        if "ari" in summary:
+            title += f", ARI {summary['ari']:.3f}"
+        ax = pl.domains(adata, key="stagate_domain", title=title)
+        ax.figure.savefig(tmp / "domains.png", dpi=150, bbox_inches="tight")
+        plt.close(ax.figure)
+        if "X_umap" in adata.obsm:
+            ax = pl.umap(adata, color="stagate_domain")
+            ax.figure.savefig(tmp / "umap.png", dpi=150, bbox_inches="tight")
+            plt.close(ax.figure)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+        out.mkdir(exist_ok=True)
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("wrote %s", ", ".join(str(out / n) for n in names if (out / n).exists()))
+
+
+
+
+def _json_default(o):
+    if isinstance(o, np.integer | np.floating):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)

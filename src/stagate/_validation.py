@@ -1,0 +1,125 @@
+"""Checks at the boundary: each returns the clean object or raises one clear error."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+
+from . import _keys
+
+
+class StagateInputError(ValueError):
+    """Bad user input: the message names the problem and the fix."""
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A model was used before `fit`."""
+
+
+def check_coordinates(adata: AnnData, spatial_key: str = _keys.SPATIAL) -> np.ndarray:
+    """Return the coordinates as float64 (n, 2|3): present, finite, no duplicated spots."""
+    if spatial_key not in adata.obsm:
+        msg = (
+            f"No spot coordinates: adata.obsm[{spatial_key!r}] is missing "
+            f"(obsm has {list(adata.obsm.keys())}). Put an (n_spots, 2) array of x, y there, "
+            f"or pass the right key with `spatial_key=`."
+        )
+        raise StagateInputError(msg)
+    coords = np.asarray(adata.obsm[spatial_key])
+    try:
+        coords = coords.astype(np.float64)
+    except (TypeError, ValueError):
+        msg = f"adata.obsm[{spatial_key!r}] is not numeric (dtype {coords.dtype})."
+        raise StagateInputError(msg) from None
+    if coords.ndim != 2 or coords.shape[1] not in (2, 3):
+        msg = (
+            f"adata.obsm[{spatial_key!r}] has shape {coords.shape}; "
+            f"expected (n_spots, 2) or (n_spots, 3) coordinates."
+        )
+        raise StagateInputError(msg)
+    bad = ~np.isfinite(coords).all(axis=1)
+    if bad.any():
+        names = ", ".join(map(str, adata.obs_names[bad][:5]))
+        msg = (
+            f"{bad.sum()} spot(s) have NaN or infinite coordinates in adata.obsm[{spatial_key!r}] "
+            f"(e.g. {names}). Remove them (adata = adata[np.isfinite(adata.obsm"
+            f"[{spatial_key!r}]).all(1)]) or fix the coordinates."
+        )
+        raise StagateInputError(msg)
+    return coords
+
+
+def check_unique_spots(coords: np.ndarray, obs_names, groups: np.ndarray | None = None) -> None:
+    """Raise if two spots of the same section share coordinates or a name."""
+    if not obs_names.is_unique:
+        dup = obs_names[obs_names.duplicated()][:5].tolist()
+        msg = f"Duplicated spot names {dup}. Make them unique with adata.obs_names_make_unique()."
+        raise StagateInputError(msg)
+    key = coords if groups is None else np.column_stack([coords, groups])
+    _, first, counts = np.unique(key, axis=0, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        n_dup = int((counts > 1).sum())
+        example = obs_names[first[counts > 1][0]]
+        msg = (
+            f"{n_dup} location(s) hold more than one spot (e.g. the position of {example!r}). "
+            f"Duplicated spots usually mean a table was concatenated twice; drop the duplicates, "
+            f"or pass `library_key` if the object holds several sections."
+        )
+        raise StagateInputError(msg)
+
+
+def check_counts(x, *, what: str = "adata.X") -> None:
+    """Raise unless `x` holds raw counts: non-negative integers, finite."""
+    data = x.data if sp.issparse(x) else np.asarray(x)
+    if data.size == 0:
+        msg = f"{what} is empty; there is no expression to model."
+        raise StagateInputError(msg)
+    sample = data if data.size <= 2_000_000 else data[:: data.size // 2_000_000]
+    if not np.isfinite(sample).all():
+        msg = f"{what} contains NaN or infinite values; raw counts are required."
+        raise StagateInputError(msg)
+    if (sample < 0).any():
+        msg = (
+            f"{what} contains negative values, so it is not raw counts (scaled data?). "
+            f"Pass the raw UMI counts (e.g. layer='counts' or adata.raw)."
+        )
+        raise StagateInputError(msg)
+    if not np.allclose(sample, np.round(sample)):
+        msg = (
+            f"{what} holds non-integer values, so it looks normalised or log-transformed, "
+            f"but raw counts are required here. Pass the raw UMI counts (e.g. layer='counts'), "
+            f"or skip this step with `counts=False` if the data are already log-normalised."
+        )
+        raise StagateInputError(msg)
+
+
+def check_finite_expression(x, *, what: str = "expression") -> None:
+    """Raise if the expression matrix has NaN or infinite values."""
+    data = x.data if sp.issparse(x) else np.asarray(x)
+    if not np.isfinite(data).all():
+        msg = f"The {what} matrix contains NaN or infinite values; fix or remove those spots/genes."
+        raise StagateInputError(msg)
+
+
+def check_n_domains(n_domains: int, n_obs: int) -> int:
+    """Raise unless 2 <= n_domains <= n_obs."""
+    if int(n_domains) != n_domains or n_domains < 1:
+        msg = f"n_domains == {n_domains}, must be a positive integer."
+        raise StagateInputError(msg)
+    if n_domains > n_obs:
+        msg = f"n_domains == {n_domains}, must be <= the number of spots ({n_obs})."
+        raise StagateInputError(msg)
+    return int(n_domains)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        msg = "device='cuda' was requested but no CUDA GPU is visible; use device='cpu' or 'auto'."
+        raise StagateInputError(msg)
+    return device

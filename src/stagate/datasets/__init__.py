@@ -1,0 +1,5 @@
+"""Built-in data: a simulator with known domains."""
+
+from ._simulate import simulate
+
+__all__ = ["simulate"]

@@ -1,0 +1,91 @@
+"""AnnData -> tensors: which expression, which genes, which graph. Validated once, here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+
+from .. import _keys
+from .._validation import StagateInputError, check_finite_expression
+from ..module import NeighbourGraph
+from ..module._sparse import _csr
+
+#: below this fraction of non-zeros the input stays sparse (CSR x dense beats dense x dense)
+SPARSE_DENSITY = 0.3
+
+
+@dataclass
+class ModelInput:
+    x: torch.Tensor  # (N, G) float32, dense or sparse CSR
+    genes: np.ndarray  # names of the G model genes
+    graph: NeighbourGraph
+    pruned: dict
+
+
+def model_genes(adata: AnnData, use_hvg: bool) -> np.ndarray:
+    """Boolean mask of the genes the model uses: the HVGs when marked, else all."""
+    if use_hvg and "highly_variable" in adata.var:
+        mask = adata.var["highly_variable"].to_numpy(dtype=bool)
+        if not mask.any():
+            msg = "adata.var['highly_variable'] marks no gene; rerun stagate.pp.preprocess."
+            raise StagateInputError(msg)
+        return mask
+    return np.ones(adata.n_vars, dtype=bool)
+
+
+def expression_tensor(adata: AnnData, genes: np.ndarray, layer: str | None) -> torch.Tensor:
+    """The log-normalised expression of `genes` as float32, sparse CSR when sparse enough."""
+    x = adata.X if layer is None else adata.layers[layer]
+    if x is None:
+        msg = "adata.X is empty; pass the log-normalised expression (run stagate.pp.preprocess)."
+        raise StagateInputError(msg)
+    x = x[:, genes] if not genes.all() else x
+    check_finite_expression(x)
+    density = (x.nnz if sp.issparse(x) else np.count_nonzero(x)) / max(1, np.prod(x.shape))
+    if density < SPARSE_DENSITY:
+        x = sp.csr_matrix(x, dtype=np.float32)
+        return _csr(torch.as_tensor(x.indptr.astype(np.int64)),
+                    torch.as_tensor(x.indices.astype(np.int64)), torch.as_tensor(x.data), *x.shape)
+    x = x.toarray() if sp.issparse(x) else np.asarray(x)
+    return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def spatial_graph(adata: AnnData, graph_key: str) -> sp.csr_matrix:
+    key = _keys.conn_key(graph_key)
+    if key not in adata.obsp:
+        msg = (
+            f"adata.obsp[{key!r}] not found. Build the spatial network first with "
+            f"stagate.pp.spatial_network(adata) (or squidpy.gr.spatial_neighbors)."
+        )
+        raise StagateInputError(msg)
+    return sp.csr_matrix(adata.obsp[key])
+
+
+def model_input(
+    adata: AnnData, *, layer: str | None, use_hvg: bool, graph_key: str, pruned_key: str | None
+) -> ModelInput:
+    genes = model_genes(adata, use_hvg)
+    graph = NeighbourGraph.from_scipy(spatial_graph(adata, graph_key))
+    pruned: dict = {}
+    if pruned_key is not None:
+        pg = NeighbourGraph.from_scipy(spatial_graph(adata, pruned_key))
+        pruned = {"pruned_graph": pg, "pruned_edges": _edge_positions(graph, pg)}
+    x = expression_tensor(adata, genes, layer)
+    return ModelInput(x=x, genes=adata.var_names[genes].to_numpy(), graph=graph, pruned=pruned)
+
+
+def _edge_positions(graph: NeighbourGraph, sub: NeighbourGraph) -> torch.Tensor:
+    """Positions in `graph`'s edge order of the edges of its subgraph `sub`."""
+    n = graph.n_nodes
+    keys = graph.dst * n + graph.src  # sorted, as edges are ordered by (dst, src)
+    sub_keys = sub.dst * n + sub.src
+    pos = torch.searchsorted(keys, sub_keys)
+    if (pos >= keys.numel()).any() or not torch.equal(keys[pos.clamp(max=keys.numel() - 1)],
+                                                      sub_keys):
+        msg = "The pruned graph has edges that the spatial graph lacks; rebuild it from it."
+        raise StagateInputError(msg)
+    return pos

@@ -1,0 +1,171 @@
+"""Plots a biologist reads: domain maps, UMAP, neighbour counts, loss, raw vs denoised genes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+from anndata import AnnData  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+
+from .. import _keys  # noqa: E402
+from .._validation import StagateInputError  # noqa: E402
+
+#: above this many points scatter plots are rasterised (vector files stay small)
+_RASTERISE_ABOVE = 5000
+
+
+def _palette(n: int) -> list:
+    cmap = plt.get_cmap("tab20" if n > 10 else "tab10")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _spot_size(n: int) -> float:
+    return float(np.clip(30000 / max(n, 1), 0.05, 40))
+
+
+def _categorical_scatter(ax: Axes, xy: np.ndarray, labels, title: str, kwds: Mapping) -> Axes:
+    cats = labels.cat.categories if hasattr(labels, "cat") else np.unique(labels)
+    values = np.asarray(labels.astype(str))
+    colours = _palette(len(cats))
+    for c, colour in zip(cats, colours, strict=True):
+        m = values == str(c)
+        ax.scatter(xy[m, 0], xy[m, 1], s=_spot_size(len(xy)), color=colour, label=str(c),
+                   linewidths=0, rasterized=len(xy) > _RASTERISE_ABOVE, **kwds)
+    ax.set_title(title)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=2,
+              fontsize="small")
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
+def domains(
+    adata: AnnData, *, key: str = _keys.DOMAIN, spatial_key: str = _keys.SPATIAL,
+    title: str | None = None, ax: Axes | None = None,
+    scatter_kwds: Mapping[str, Any] = MappingProxyType({}),
+) -> Axes:
+    """Domain map in tissue coordinates (y down, as on the slide image)."""
+    if key not in adata.obs:
+        msg = f"adata.obs[{key!r}] not found. Run stagate.tl.domains(adata) first."
+        raise StagateInputError(msg)
+    ax = plt.figure(figsize=(6, 5)).gca() if ax is None else ax
+    xy = np.asarray(adata.obsm[spatial_key])[:, :2]
+    _categorical_scatter(ax, xy, adata.obs[key], title or key, scatter_kwds)
+    ax.invert_yaxis()
+    return ax
+
+
+def umap(
+    adata: AnnData, *, color: str = _keys.DOMAIN, basis: str = "X_umap",
+    title: str | None = None, ax: Axes | None = None,
+    scatter_kwds: Mapping[str, Any] = MappingProxyType({}),
+) -> Axes:
+    """UMAP of the embedding coloured by a categorical `color` (run ``sc.tl.umap`` first)."""
+    if basis not in adata.obsm:
+        msg = f"adata.obsm[{basis!r}] not found. Run sc.pp.neighbors(adata, use_rep='STAGATE') " \
+              "and sc.tl.umap(adata) first."
+        raise StagateInputError(msg)
+    ax = plt.figure(figsize=(6, 5)).gca() if ax is None else ax
+    _categorical_scatter(ax, np.asarray(adata.obsm[basis]), adata.obs[color],
+                         title or f"UMAP ({color})", scatter_kwds)
+    ax.set_aspect("auto")
+    return ax
+
+
+def neighbors_histogram(adata: AnnData, *, key: str = _keys.GRAPH,
+                        ax: Axes | None = None) -> Axes:
+    """Histogram of the number of neighbours per spot in the spatial network."""
+    uns = _keys.graph_uns_key(key)
+    if uns not in adata.uns:
+        msg = f"adata.uns[{uns!r}] not found. Run stagate.pp.spatial_network(adata) first."
+        raise StagateInputError(msg)
+    hist = np.asarray(adata.uns[uns]["stats"]["histogram"])
+    ax = plt.figure(figsize=(5, 3.5)).gca() if ax is None else ax
+    ax.bar(np.arange(hist.size), hist, color="#4c72b0")
+    mean = adata.uns[uns]["stats"]["mean_neighbors"]
+    ax.axvline(mean, color="k", ls="--", lw=1)
+    ax.set_xlabel("neighbours per spot")
+    ax.set_ylabel("spots")
+    ax.set_title(f"spatial network: {mean:.2f} neighbours per spot")
+    return ax
+
+
+def loss(adata: AnnData, *, key: str = _keys.EMBEDDING, ax: Axes | None = None) -> Axes:
+    """Training loss per epoch."""
+    if key not in adata.uns or "loss" not in adata.uns[key]:
+        msg = f"adata.uns[{key!r}]['loss'] not found. Run stagate.tl.stagate(adata) first."
+        raise StagateInputError(msg)
+    ax = plt.figure(figsize=(5, 3.5)).gca() if ax is None else ax
+    ax.plot(np.asarray(adata.uns[key]["loss"]), color="#4c72b0")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("reconstruction MSE")
+    return ax
+
+
+def genes(
+    adata: AnnData, genes: Sequence[str], *, key: str = _keys.EMBEDDING,
+    spatial_key: str = _keys.SPATIAL, cmap: str = "viridis",
+) -> plt.Figure:
+    """Raw (log-normalised ``X``) vs denoised (``layers['{key}_ReX']``) maps of `genes`."""
+    layer = _keys.recon_key(key)
+    if layer not in adata.layers:
+        msg = f"adata.layers[{layer!r}] not found. Run stagate.tl.stagate(adata) first."
+        raise StagateInputError(msg)
+    missing = [g for g in genes if g not in adata.var_names]
+    if missing:
+        msg = f"genes {missing} are not in adata.var_names."
+        raise StagateInputError(msg)
+    xy = np.asarray(adata.obsm[spatial_key])[:, :2]
+    fig, axes = plt.subplots(2, len(genes), figsize=(3 * len(genes), 6), squeeze=False)
+    for j, g in enumerate(genes):
+        col = adata.var_names.get_loc(g)
+        for i, (mat, what) in enumerate([(adata.X, "raw"), (adata.layers[layer], "STAGATE")]):
+            v = mat[:, col]
+            v = np.asarray(v.toarray() if sp.issparse(v) else v).ravel()
+            ax = axes[i, j]
+            ax.scatter(xy[:, 0], xy[:, 1], c=v, s=_spot_size(len(xy)), cmap=cmap, linewidths=0,
+                       rasterized=len(xy) > _RASTERISE_ABOVE)
+            ax.set_title(f"{g} ({what})")
+            ax.set_aspect("equal")
+            ax.invert_yaxis()
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def attention(
+    adata: AnnData, spot: str | int, *, key: str = _keys.EMBEDDING,
+    spatial_key: str = _keys.SPATIAL, ax: Axes | None = None,
+) -> Axes:
+    """Which neighbours `spot` attends to: its attention row drawn on the tissue."""
+    att_key = _keys.attention_key(key)
+    if att_key not in adata.obsp:
+        msg = f"adata.obsp[{att_key!r}] not found. Run stagate.tl.stagate(adata) first."
+        raise StagateInputError(msg)
+    i = adata.obs_names.get_loc(spot) if isinstance(spot, str) else int(spot)
+    row = sp.csr_matrix(adata.obsp[att_key])[i]
+    xy = np.asarray(adata.obsm[spatial_key])[:, :2]
+    ax = plt.figure(figsize=(5, 5)).gca() if ax is None else ax
+    centre, span = xy[i], 4 * np.median(sp.csr_matrix(adata.obsp[_keys.dist_key()]).data) \
+        if _keys.dist_key() in adata.obsp else None
+    ax.scatter(xy[:, 0], xy[:, 1], s=_spot_size(len(xy)), color="lightgrey", linewidths=0)
+    sc_ = ax.scatter(xy[row.indices, 0], xy[row.indices, 1], c=row.data, cmap="Reds",
+                     s=4 * _spot_size(len(xy)), vmin=0)
+    plt.colorbar(sc_, ax=ax, label="attention")
+    if span:
+        ax.set_xlim(centre[0] - span, centre[0] + span)
+        ax.set_ylim(centre[1] + span, centre[1] - span)
+    ax.set_aspect("equal")
+    ax.set_title(f"attention of {adata.obs_names[i]}")
+    return ax

@@ -1,0 +1,41 @@
+"""Accuracy against a manual annotation, on annotated spots only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from .._validation import StagateInputError
+
+#: label values that mean "not annotated"
+MISSING_LABELS = frozenset({"NA", "nan", "NaN", "", "None", "unknown", "Unknown"})
+
+
+def annotated_mask(labels: pd.Series | np.ndarray) -> np.ndarray:
+    """True where a spot carries a real annotation (not missing, not "NA")."""
+    s = pd.Series(labels)
+    return (~s.isna() & ~s.astype(str).isin(MISSING_LABELS)).to_numpy()
+
+
+def score_domains(adata: AnnData, *, label_key: str, domain_key: str = "domain") -> dict:
+    """ARI and NMI of ``obs[domain_key]`` against ``obs[label_key]`` on annotated spots.
+
+    Returns
+    -------
+    ``{"ari", "nmi", "n_scored"}``.
+    """
+    for key in (label_key, domain_key):
+        if key not in adata.obs:
+            msg = f"adata.obs[{key!r}] not found (obs has {list(adata.obs.columns)})."
+            raise StagateInputError(msg)
+    truth = adata.obs[label_key]
+    mask = annotated_mask(truth)
+    if not mask.any():
+        msg = f"adata.obs[{label_key!r}] has no annotated spot (all missing or 'NA')."
+        raise StagateInputError(msg)
+    t = truth.astype(str).to_numpy()[mask]
+    p = adata.obs[domain_key].astype(str).to_numpy()[mask]
+    return {"ari": float(adjusted_rand_score(t, p)),
+            "nmi": float(normalized_mutual_info_score(t, p)), "n_scored": int(mask.sum())}

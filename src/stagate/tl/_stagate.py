@@ -1,0 +1,113 @@
+"""tl.stagate: fit the model on AnnData and write its outputs under `key_added`."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .. import _keys
+from .._docs import DOC_ADATA, DOC_COPY, DOC_RANDOM_STATE, doc_params
+from .._logging import log
+from ..model import STAGATE
+
+
+@doc_params(adata=DOC_ADATA, copy=DOC_COPY, random_state=DOC_RANDOM_STATE)
+def stagate(
+    adata: AnnData,
+    *,
+    hidden_dim: int = 512,
+    latent_dim: int = 30,
+    alpha: float = 0.0,
+    n_epochs: int = 1000,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    gradient_clip: float = 5.0,
+    random_state: int = 0,
+    device: str = "auto",
+    layer: str | None = None,
+    graph_key: str = _keys.GRAPH,
+    pruned_key: str = "spatial_pruned",
+    checkpoint: str | os.PathLike | None = None,
+    show_progress: bool = True,
+    key_added: str = _keys.EMBEDDING,
+    copy: bool = False,
+) -> AnnData | None:
+    """Train STAGATE and store the embedding, the denoised expression and the attention.
+
+    Expects log-normalised expression in ``X`` (or `layer`), the genes marked in
+    ``var['highly_variable']`` (all genes when absent) and the spatial network in
+    ``obsp['{{graph_key}}_connectivities']`` (see :mod:`stagate.pp`). Never modifies ``X``.
+
+    Parameters
+    ----------
+    {adata}
+    hidden_dim, latent_dim
+        Widths of the attention layer and of the embedding.
+    alpha
+        Cell type-aware module weight (0 = off; needs :func:`stagate.pp.prune_network`).
+    n_epochs, lr, weight_decay, gradient_clip
+        Training settings (PyG original's defaults).
+    {random_state}
+    device
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    layer
+        Layer with the log-normalised expression; None reads ``X``.
+    graph_key, pruned_key
+        Prefixes of the spatial and the pruned graph in ``obsp``.
+    checkpoint
+        File to save training state to, and to resume from when it exists.
+    show_progress
+        Show a progress bar.
+    key_added
+        Name under which results are stored.
+    {copy}
+
+    Returns
+    -------
+    ``obsm['{{key_added}}']``
+        The embedding Z (N x latent_dim).
+    ``layers['{{key_added}}_ReX']``
+        Denoised expression, negatives set to 0, for the model's genes. When the model used
+        only some of the genes (``preprocess(subset=False)``) it is stored instead as a
+        DataFrame in ``obsm['{{key_added}}_ReX']`` with those genes as columns.
+    ``obsp['{{key_added}}_attention']``
+        The attention matrix (N x N CSR; row i holds what spot i attends to; rows sum to 1).
+    ``uns['{{key_added}}']``
+        ``params``, ``loss`` (per epoch), ``genes`` and ``train_seconds``.
+    """
+    model = STAGATE(
+        hidden_dim=hidden_dim, latent_dim=latent_dim, alpha=alpha, n_epochs=n_epochs, lr=lr,
+        weight_decay=weight_decay, gradient_clip=gradient_clip, random_state=random_state,
+        device=device, show_progress=show_progress,
+    )
+    model.fit(adata, layer=layer, graph_key=graph_key,
+              pruned_key=pruned_key if alpha > 0 else None, checkpoint=checkpoint)
+    target = adata.copy() if copy else adata
+    write_results(target, model, key_added=key_added)
+    return target if copy else None
+
+
+def write_results(adata: AnnData, model: STAGATE, *, key_added: str) -> None:
+    """Store a fitted model's outputs in `adata` under `key_added`, logging each key."""
+    adata.obsm[key_added] = model.embedding_.astype(np.float32)
+    recon = model.reconstruction_.astype(np.float32)
+    if len(model.genes_) == adata.n_vars and (adata.var_names == model.genes_).all():
+        adata.layers[_keys.recon_key(key_added)] = recon
+        where = f"layers[{_keys.recon_key(key_added)!r}]"
+    else:
+        adata.obsm[_keys.recon_key(key_added)] = pd.DataFrame(
+            recon, index=adata.obs_names, columns=model.genes_)
+        where = f"obsm[{_keys.recon_key(key_added)!r}] (model genes only)"
+    adata.obsp[_keys.attention_key(key_added)] = model.attention_
+    adata.uns[key_added] = {
+        "params": {k: (str(v) if v is None else v) for k, v in model.get_params().items()}
+        | {"device_used": str(model.device_)},
+        "loss": np.asarray(model.history_, dtype=np.float64),
+        "genes": np.asarray(model.genes_, dtype=str),
+        "train_seconds": float(model.train_seconds_),
+    }
+    log.info("added obsm[%r], %s, obsp[%r], uns[%r]", key_added, where,
+             _keys.attention_key(key_added), key_added)

@@ -1,0 +1,36 @@
+"""What one optimisation step sees: inputs, graph, and the seed rows its loss is taken on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..module import NeighbourGraph
+
+
+@dataclass
+class Batch:
+    """One step's data.
+
+    Full-batch training is a single Batch over all spots. A minibatch holds a seed set and its
+    2-hop neighbourhood: ``x``/``graph`` cover the neighbourhood, ``rows`` selects the seeds
+    whose reconstruction error enters the loss, and ``x_sq`` is ``||X[rows]||^2``.
+    """
+
+    x: Tensor
+    graph: NeighbourGraph
+    rows: Tensor | slice = field(default_factory=lambda: slice(None))
+    x_sq: Tensor | None = None
+    pruned: dict = field(default_factory=dict)  # pruned_graph / pruned_edges, when used
+
+    def __post_init__(self) -> None:
+        if self.x_sq is None:
+            x = self.x.to_dense() if self.x.layout != torch.strided else self.x
+            self.x_sq = (x[self.rows].double() ** 2).sum()
+
+    def to(self, device: torch.device) -> Batch:
+        pruned = {k: v.to(device) for k, v in self.pruned.items()}
+        rows = self.rows.to(device) if isinstance(self.rows, Tensor) else self.rows
+        return Batch(self.x.to(device), self.graph.to(device), rows, self.x_sq.to(device), pruned)
