@@ -22,6 +22,17 @@ def annotated_mask(labels: pd.Series | np.ndarray) -> np.ndarray:
 def score_domains(adata: AnnData, *, label_key: str, domain_key: str = "domain") -> dict:
     """ARI and NMI of ``obs[domain_key]`` against ``obs[label_key]`` on annotated spots.
 
+    Spots whose label is missing or one of "NA", "nan", "", "unknown" are left out.
+
+    Parameters
+    ----------
+    adata
+        Annotated data with both columns in ``obs``.
+    label_key
+        Column with the manual annotation.
+    domain_key
+        Column with the predicted domains.
+
     Returns
     -------
     ``{"ari", "nmi", "n_scored"}``.

@@ -1,0 +1,29 @@
+"""scanpy's package-structure rules: <= 3 positional parameters, `copy` keyword-only False."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import stagate as sg
+
+FUNCS = [getattr(mod, name) for mod in (sg.pp, sg.tl) for name in mod.__all__]
+
+
+@pytest.mark.parametrize("func", FUNCS, ids=lambda f: f.__qualname__)
+def test_signature(func):
+    params = inspect.signature(func).parameters.values()
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    assert len(positional) <= 3
+    if "copy" in inspect.signature(func).parameters:
+        copy = inspect.signature(func).parameters["copy"]
+        assert copy.kind is copy.KEYWORD_ONLY and copy.default is False
+
+
+@pytest.mark.parametrize("func", FUNCS, ids=lambda f: f.__qualname__)
+def test_numpydoc(func):
+    doc = inspect.getdoc(func)
+    assert doc and "Parameters\n----------" in doc
+    shared = ("adata", "copy", "library_key", "spatial_key", "random_state")
+    assert not [n for n in shared if "{" + n + "}" in doc]  # shared texts filled in

@@ -1,0 +1,120 @@
+"""The command line end to end on the simulator, and its exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import anndata
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from stagate.cli import cli
+
+FAST = ["--epochs", "15", "--quiet", "--no-umap"]
+
+
+@pytest.fixture
+def h5ad(sim_raw, tmp_path):
+    path = tmp_path / "in.h5ad"
+    sim_raw.write_h5ad(path)
+    return path
+
+
+def test_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    res = CliRunner().invoke(cli, ["demo", "--n-spots", "300", "--n-domains", "3",
+                                   "--epochs", "20", "--quiet", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "non-spatial" in res.output and "STAGATE ARI" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("n_spots", "n_genes_used", "mean_neighbors", "seed", "device", "version",
+                "ari", "nmi", "nonspatial_ari"):
+        assert key in summary
+    assert set(summary["seconds"]) >= {"graph", "train", "cluster", "total"}
+    for f in ("stagate.h5ad", "domains.png", "umap.png"):
+        assert (out / f).stat().st_size > 0
+
+
+def test_run_writes_results_and_is_reproducible(h5ad, tmp_path):
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        res = CliRunner().invoke(cli, ["run", str(h5ad), "--n-domains", "4", "--label-key",
+                                       "domain_truth", "--out", str(out), *FAST])
+        assert res.exit_code == 0, res.output
+        outs.append(anndata.read_h5ad(out / "stagate.h5ad"))
+    a, b = outs
+    assert a.obs["stagate_domain"].nunique() == 4
+    np.testing.assert_array_equal(a.obsm["STAGATE"], b.obsm["STAGATE"])
+    assert {"STAGATE_ReX"} <= set(a.layers) and "STAGATE_attention" in a.obsp
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert 0 <= summary["ari"] <= 1
+
+
+def bad(sim_raw, tmp_path, what):
+    a = sim_raw.copy()
+    if what == "no_coords":
+        del a.obsm["spatial"]
+    elif what == "nan":
+        a.obsm["spatial"][0, 1] = np.nan
+    elif what == "normalised":
+        a.X = np.log1p(a.X.toarray()).astype(np.float32)
+    path = tmp_path / f"{what}.h5ad"
+    a.write_h5ad(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("what", "extra", "message"),
+    [
+        ("no_coords", [], "No spot coordinates"),
+        ("nan", [], "NaN or infinite coordinates"),
+        ("normalised", [], "raw counts are required"),
+        (None, ["--radius", "0.001"], "every spot is isolated"),
+        (None, ["--n-domains", "100000"], "must be <= the number of spots"),
+    ],
+)
+def test_bad_input_one_line_exit_1_nothing_written(sim_raw, h5ad, tmp_path, what, extra,
+                                                     message):
+    path = bad(sim_raw, tmp_path, what) if what else h5ad
+    out = tmp_path / "out"
+    args = ["run", str(path), "--out", str(out), *FAST]
+    if "--n-domains" not in extra:
+        args += ["--n-domains", "4"]
+    res = CliRunner().invoke(cli, args + extra)
+    assert res.exit_code == 1, res.output
+    assert message in res.output and "Traceback" not in res.output
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_existing_results_need_force(h5ad, tmp_path):
+    out = tmp_path / "out"
+    args = ["run", str(h5ad), "--n-domains", "4", "--out", str(out), *FAST]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1 and "--force" in res.output
+    assert CliRunner().invoke(cli, [*args, "--force"]).exit_code == 0
+
+
+def test_usage_errors_exit_2(h5ad, tmp_path):
+    res = CliRunner().invoke(cli, ["run", str(h5ad), "--n-domains", "4", "--out",
+                                   str(tmp_path / "o"), "--radius", "5", "--n-neighbors", "3"])
+    assert res.exit_code == 2
+    assert CliRunner().invoke(cli, ["run", str(h5ad), "--out", "x"]).exit_code == 2
+    assert CliRunner().invoke(cli, ["run", str(tmp_path / "missing.h5ad"), "--n-domains", "2",
+                                    "--out", "x"]).exit_code == 2
+
+
+def test_not_an_h5ad(tmp_path):
+    p = tmp_path / "x.h5ad"
+    p.write_text("hello")
+    res = CliRunner().invoke(cli, ["run", str(p), "--n-domains", "2", "--out",
+                                   str(tmp_path / "o")])
+    assert res.exit_code == 1 and "not an HDF5" in res.output
+
+
+def test_version_and_help():
+    assert CliRunner().invoke(cli, ["-V"]).exit_code == 0
+    res = CliRunner().invoke(cli, ["run", "-h"])
+    assert res.exit_code == 0 and "--n-domains" in res.output

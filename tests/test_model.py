@@ -1,0 +1,102 @@
+"""Training: determinism, checkpoint/resume, outputs written under their keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import stagate as sg
+
+
+def fit(adata, **kw):
+    kw.setdefault("n_epochs", 30)
+    kw.setdefault("hidden_dim", 64)
+    kw.setdefault("latent_dim", 8)
+    return sg.STAGATE(device="cpu", show_progress=False, **kw).fit(adata)
+
+
+def test_same_seed_bit_identical_on_cpu(sim):
+    a, b = fit(sim, random_state=3), fit(sim, random_state=3)
+    np.testing.assert_array_equal(a.embedding_, b.embedding_)
+    np.testing.assert_array_equal(a.reconstruction_, b.reconstruction_)
+    assert a.history_ == b.history_
+    c = fit(sim, random_state=4)
+    assert not np.array_equal(a.embedding_, c.embedding_)
+
+
+def test_loss_decreases(sim):
+    m = fit(sim, n_epochs=60)
+    assert m.history_[-1] < 0.8 * m.history_[0]
+
+
+def test_resume_from_checkpoint_equals_uninterrupted(sim, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    full = fit(sim, n_epochs=20)
+    sg.STAGATE(device="cpu", show_progress=False, n_epochs=12, hidden_dim=64,
+               latent_dim=8).fit(sim, checkpoint=ckpt)
+    resumed = sg.STAGATE(device="cpu", show_progress=False, n_epochs=20, hidden_dim=64,
+                         latent_dim=8).fit(sim, checkpoint=ckpt)
+    assert len(resumed.history_) == 20
+    np.testing.assert_array_equal(full.history_, resumed.history_)
+    np.testing.assert_array_equal(full.embedding_, resumed.embedding_)
+
+
+def test_tl_stagate_writes_documented_keys(sim):
+    x_before = sim.X.copy()
+    sg.tl.stagate(sim, n_epochs=5, hidden_dim=32, latent_dim=6, show_progress=False,
+                  device="cpu")
+    assert sim.obsm["STAGATE"].shape == (sim.n_obs, 6)
+    rex = sim.layers["STAGATE_ReX"]
+    assert rex.shape == sim.shape and (rex >= 0).all()
+    att = sim.obsp["STAGATE_attention"]
+    np.testing.assert_allclose(np.asarray(att.sum(axis=1)).ravel(), 1, rtol=1e-5)
+    # the attention lives on the graph plus self-loops
+    conn = sim.obsp["spatial_connectivities"]
+    assert att.nnz == conn.nnz + sim.n_obs
+    assert len(sim.uns["STAGATE"]["loss"]) == 5
+    assert (sim.X != x_before).nnz == 0  # X untouched
+
+
+def test_copy_leaves_input_alone(sim):
+    out = sg.tl.stagate(sim, n_epochs=2, hidden_dim=16, latent_dim=4, show_progress=False,
+                        copy=True, device="cpu")
+    assert "STAGATE" in out.obsm and "STAGATE" not in sim.obsm
+
+
+def test_cell_type_aware_module(sim):
+    sg.pp.prune_network(sim, random_state=0)
+    assert sim.obsp["spatial_pruned_connectivities"].nnz <= sim.obsp["spatial_connectivities"].nnz
+    sg.tl.stagate(sim, alpha=0.5, n_epochs=5, hidden_dim=16, latent_dim=4,
+                  show_progress=False, device="cpu")
+    att = sim.obsp["STAGATE_attention"]
+    np.testing.assert_allclose(np.asarray(att.sum(axis=1)).ravel(), 1, rtol=1e-5)
+
+
+def test_subset_genes_reconstruction_goes_to_obsm(sim_raw):
+    a = sim_raw.copy()
+    sg.pp.preprocess(a, n_top_genes=50, subset=False)
+    sg.pp.spatial_network(a)
+    sg.tl.stagate(a, n_epochs=2, hidden_dim=16, latent_dim=4, show_progress=False, device="cpu")
+    assert a.obsm["STAGATE_ReX"].shape == (a.n_obs, 50)
+    assert "STAGATE_ReX" not in a.layers
+
+
+def test_save_load_transform(sim, tmp_path):
+    m = fit(sim, n_epochs=5)
+    m.save(tmp_path)
+    with pytest.raises(FileExistsError):
+        m.save(tmp_path)
+    loaded = sg.STAGATE.load(tmp_path)
+    np.testing.assert_allclose(loaded.transform(sim), m.embedding_, rtol=1e-5, atol=1e-6)
+
+
+def test_unfitted_model_says_so():
+    with pytest.raises(sg.NotFittedError, match="fit"):
+        sg.STAGATE().save("x")
+
+
+def test_missing_graph_is_named(sim_raw):
+    a = sim_raw.copy()
+    sg.pp.preprocess(a)
+    with pytest.raises(ValueError, match="spatial_network"):
+        fit(a)
