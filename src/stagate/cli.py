@@ -61,9 +61,10 @@ def _shared_options(f):
         click.option("--lr", type=float, default=1e-3, show_default=True),
         click.option("--n-top-genes", type=int, default=3000, show_default=True,
                      help="Highly variable genes (seurat_v3); all genes when the panel is smaller."),
-        click.option("--cluster-method", type=click.Choice(["leiden", "louvain"]),
-                     default="leiden", show_default=True,
-                     help="How to cluster the embedding into domains."),
+        click.option("--cluster-method", type=click.Choice(["mclust", "leiden", "louvain"]),
+                     default="mclust", show_default=True,
+                     help="How to cluster the embedding into domains (mclust = R's "
+                          "mclust EEE, as the original, without R)."),
         click.option("--no-umap", is_flag=True, help="Skip the UMAP (faster on large data)."),
         click.option("--force", is_flag=True, help="Overwrite results already in --out."),
         click.option("--quiet", is_flag=True, help="No progress bar."),

@@ -89,7 +89,7 @@ class STAGATE:
 
     @torch.no_grad()
     def _infer(self, batch: Batch, data: ModelInput) -> None:
-        enc = self.module_.encode(batch.x, batch.graph, **batch.pruned)
+        enc = self.module_.encode(batch.x, batch.graph, **batch.inputs)
         x_hat = self.module_.reconstruct(self.module_.decode_hidden(enc, batch.graph))
         self.embedding_ = enc.z.cpu().numpy()
         self.reconstruction_ = x_hat.clamp_min_(0).cpu().numpy()  # denoised: negatives -> 0

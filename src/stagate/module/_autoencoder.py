@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ._graph import NeighbourGraph
 from ._layers import TiedGATLayer
-from ._sparse import aggregate
+from ._sparse import aggregate, sparse_input_product
 
 
 @dataclass
@@ -98,9 +98,14 @@ class STAGATEModule(nn.Module):
         return (1 - self.alpha_mix) * alpha + self.alpha_mix * alpha_p
 
     # -- encoder / decoder ---------------------------------------------------------------------
-    def encode(self, x: Tensor, graph: NeighbourGraph, **pruned) -> EncoderOutput:
-        """``X -> Z`` (N, latent); keeps ``X W1`` and the attention for the decoder."""
-        xw = x @ self.W1  # works for dense and sparse CSR x
+    def encode(
+        self, x: Tensor, graph: NeighbourGraph, *, x_t: Tensor | None = None, **pruned
+    ) -> EncoderOutput:
+        """``X -> Z`` (N, latent); keeps ``X W1`` and the attention for the decoder.
+
+        `x` may be dense or sparse CSR; for CSR, pass its transpose `x_t` to save work.
+        """
+        xw = x @ self.W1 if x_t is None else sparse_input_product(x, x_t, self.W1)
         alpha = self.attention(xw, graph, **pruned)
         h1 = F.elu(aggregate(alpha, xw, graph))
         z = h1 @ self.W2

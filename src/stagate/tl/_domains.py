@@ -13,9 +13,9 @@ from .. import _keys
 from .._docs import DOC_ADATA, DOC_COPY, DOC_RANDOM_STATE, doc_params
 from .._logging import log
 from .._validation import StagateInputError, check_n_domains
-from ..cluster import knn_graph_clusters
+from ..cluster import MODELS, MclustError, knn_graph_clusters, mclust_bic
 
-METHODS = ("leiden", "louvain")
+METHODS = ("mclust", "leiden", "louvain")
 
 
 @doc_params(adata=DOC_ADATA, copy=DOC_COPY, random_state=DOC_RANDOM_STATE)
@@ -24,9 +24,11 @@ def domains(
     n_domains: int | None = None,
     *,
     use_rep: str = _keys.EMBEDDING,
-    method: Literal["leiden", "louvain"] = "leiden",
+    method: Literal["mclust", "leiden", "louvain"] = "mclust",
+    model: str = "EEE",
     resolution: float | None = None,
-    random_state: int = 0,
+    n_domains_range: tuple[int, int] = (2, 15),
+    random_state: int | None = None,
     key_added: str = _keys.DOMAIN,
     copy: bool = False,
 ) -> AnnData | None:
@@ -36,14 +38,23 @@ def domains(
     ----------
     {adata}
     n_domains
-        Number of domains wanted. Leiden/Louvain search the resolution to hit it.
+        Number of domains wanted. None: mclust picks it by BIC over `n_domains_range`;
+        Leiden/Louvain use `resolution`. Leiden/Louvain search the resolution to hit it.
     use_rep
         Embedding in ``obsm`` (default: STAGATE's).
     method
-        ``"leiden"`` or ``"louvain"`` on a 15-NN graph of the embedding.
+        ``"mclust"`` (default): Gaussian mixture initialised by model-based hierarchical
+        agglomeration, the same partition as R's ``mclust`` (the original STAGATE's
+        clustering) without R; ``"leiden"`` or ``"louvain"`` on a 15-NN graph of the embedding.
+    model
+        mclust covariance model: ``"EEE"`` (STAGATE's), ``"VVV"``, ``"EII"``, ``"VII"``.
     resolution
         Fixed resolution (Leiden/Louvain) when `n_domains` is None.
-    {random_state}
+    n_domains_range
+        Smallest and largest number of domains tried by BIC when `n_domains` is None.
+    random_state
+        Seed. mclust: seeds the initialisation subset drawn above 2000 spots, as R's
+        ``set.seed`` does (default 2020, the original's); Leiden/Louvain: default 0.
     key_added
         Column of ``obs`` to write.
     {copy}
@@ -65,13 +76,31 @@ def domains(
         n_domains = check_n_domains(n_domains, adata.n_obs)
     emb = np.asarray(adata.obsm[use_rep], dtype=np.float64)
     log.info("clustering %d spots into %s domains (%s)", adata.n_obs, n_domains or "?", method)
-    labels, res = knn_graph_clusters(emb, n_domains, method=method, resolution=resolution,
-                                     random_state=random_state)
+    params: dict = {"method": method, "use_rep": use_rep}
+    if method == "mclust":
+        if model not in MODELS:
+            msg = f"model == {model!r}, must be one of {MODELS}."
+            raise ValueError(msg)
+        seed = 2020 if random_state is None else random_state
+        lo, hi = n_domains_range
+        g_range = [n_domains] if n_domains else range(lo, min(hi, adata.n_obs) + 1)
+        try:
+            fit, bics = mclust_bic(emb, g_range, (model,), random_state=seed)
+        except MclustError as err:
+            raise StagateInputError(f"mclust failed on obsm[{use_rep!r}]: {err}") from None
+        labels = fit.labels
+        params |= {"model": model, "random_state": seed, "loglik": fit.loglik, "bic": fit.bic,
+                   "n_iter": fit.n_iter, "bic_by_n_domains": {str(g): b for (_, g), b in
+                                                              bics.items()}}
+        n_domains = fit.n_components
+    else:
+        seed = 0 if random_state is None else random_state
+        labels, res = knn_graph_clusters(emb, n_domains, method=method, resolution=resolution,
+                                         random_state=seed)
+        params |= {"resolution": float(res), "random_state": seed}
     target = adata.copy() if copy else adata
     set_labels(target, labels, key_added)
-    target.uns[key_added] = {"params": {"method": method, "n_domains": n_domains or -1,
-                                        "resolution": float(res), "use_rep": use_rep,
-                                        "random_state": random_state}}
+    target.uns[key_added] = {"params": params | {"n_domains": int(labels.max() + 1)}}
     return target if copy else None
 
 

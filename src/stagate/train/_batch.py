@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..module import NeighbourGraph
+from ..module._sparse import csr_transpose
 
 
 @dataclass
@@ -24,8 +25,11 @@ class Batch:
     rows: Tensor | slice = field(default_factory=lambda: slice(None))
     x_sq: Tensor | None = None
     pruned: dict = field(default_factory=dict)  # pruned_graph / pruned_edges, when used
+    x_t: Tensor | None = None  # transpose of a sparse CSR x, built once
 
     def __post_init__(self) -> None:
+        if self.x.layout == torch.sparse_csr and self.x_t is None:
+            self.x_t = csr_transpose(self.x)
         if self.x_sq is None:
             x = self.x.to_dense() if self.x.layout != torch.strided else self.x
             self.x_sq = (x[self.rows].double() ** 2).sum()
@@ -33,4 +37,11 @@ class Batch:
     def to(self, device: torch.device) -> Batch:
         pruned = {k: v.to(device) for k, v in self.pruned.items()}
         rows = self.rows.to(device) if isinstance(self.rows, Tensor) else self.rows
-        return Batch(self.x.to(device), self.graph.to(device), rows, self.x_sq.to(device), pruned)
+        x_t = None if self.x_t is None else self.x_t.to(device)
+        return Batch(self.x.to(device), self.graph.to(device), rows, self.x_sq.to(device), pruned,
+                     x_t)
+
+    @property
+    def inputs(self) -> dict:
+        """Keyword arguments of ``module.encode`` besides x and graph."""
+        return {"x_t": self.x_t} | self.pruned

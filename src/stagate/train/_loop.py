@@ -59,7 +59,7 @@ def train_loop(
             total = 0.0
             for batch in batches:
                 optimiser.zero_grad(set_to_none=True)
-                enc = module.encode(batch.x, batch.graph, **batch.pruned)
+                enc = module.encode(batch.x, batch.graph, **batch.inputs)
                 h3 = module.decode_hidden(enc, batch.graph)
                 sse = module.sum_squared_error(batch.x_sq, enc.xw, h3, rows=batch.rows)
                 loss = sse / n_values

@@ -1,0 +1,102 @@
+"""mclust without R against R's mclust 6 references (tests/data/mclust, made by
+bench/mclust_reference/: inputs by make_inputs.py, labels by run_mclust.R)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from stagate.cluster import MclustError, fit_mclust, mclust, mclust_bic
+from stagate.cluster._hc import hc_vvv, partition, svd_transform
+from stagate.cluster._r_random import RStream
+
+REF = Path(__file__).parent / "data" / "mclust"
+
+
+def reference_cases():
+    path = REF / "reference.csv"
+    if not path.exists():
+        return []
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("case", reference_cases(),
+                         ids=lambda c: f"{c['name']}-{c['model']}-G{c['G']}-seed{c['seed']}")
+def test_same_partition_and_likelihood_as_r(case):
+    x = np.loadtxt(REF / f"{case['name']}.csv.gz", delimiter=",")
+    r_labels = np.loadtxt(REF / f"{case['name']}.{case['model']}.G{case['G']}.labels.txt")
+    fit = fit_mclust(x, int(case["G"]), case["model"], random_state=int(case["seed"]))
+    ari = adjusted_rand_score(r_labels, fit.labels)
+    assert ari >= 0.99, f"ARI vs R {ari:.4f}"
+    if ari == 1.0:
+        assert fit.loglik == pytest.approx(float(case["loglik"]), rel=1e-6)
+        assert fit.bic == pytest.approx(float(case["bic"]), rel=1e-6)
+
+
+def test_reference_present():
+    assert len(reference_cases()) >= 8, "tests/data/mclust/reference.csv is missing"
+
+
+def test_r_stream_matches_r():
+    # values printed by R 4.2: set.seed(2020); sample(seq.int(3639), 10) and set.seed(42); runif(1)
+    np.testing.assert_array_equal(RStream(2020).sample(3639, 10) + 1,
+                                  [1436, 1260, 2582, 728, 321, 273, 1188, 170, 945, 896])
+    assert RStream(42).unif() == pytest.approx(0.914806043496355, abs=1e-12)
+
+
+def test_svd_transform_whitens_like_mclust(rng):
+    x = rng.normal(size=(200, 4)) @ rng.normal(size=(4, 4))
+    z = svd_transform(x)
+    s = (x - x.mean(0)) / x.std(0, ddof=1)
+    d = np.linalg.svd(s, compute_uv=False)
+    # columns are uncorrelated with squared norm d_k (= d_k^2 / d_k)
+    np.testing.assert_allclose(z.T @ z, np.diag(d), atol=1e-8)
+
+
+def test_agglomeration_recovers_obvious_groups(rng):
+    x = np.vstack([rng.normal(c, 0.1, (30, 2)) for c in ([0, 0], [5, 5], [0, 5])])
+    merges = hc_vvv(x)
+    labels = partition(merges, 90, 3)
+    assert adjusted_rand_score(np.repeat([0, 1, 2], 30), labels) == 1.0
+
+
+def test_deterministic_and_labels_in_range(rng):
+    x = rng.normal(size=(300, 3))
+    a = mclust(x, 4)
+    np.testing.assert_array_equal(a, mclust(x, 4))
+    assert set(np.unique(a)) == {0, 1, 2, 3}
+
+
+def test_subset_initialisation_above_threshold(rng):
+    x = np.vstack([rng.normal(c, 0.5, (400, 3)) for c in rng.normal(0, 5, (3, 3))])
+    fit = fit_mclust(x, 3, subset_size=300, random_state=5)
+    assert fit.subset is not None and fit.subset.size == 300
+    assert adjusted_rand_score(np.repeat([0, 1, 2], 400), fit.labels) > 0.99
+
+
+def test_bic_picks_the_true_number(rng):
+    x = np.vstack([rng.normal(c, 0.3, (150, 2)) for c in ([0, 0], [4, 0], [0, 4])])
+    best, table = mclust_bic(x, range(1, 6), ("EEE", "VVV"))
+    assert best.n_components == 3
+    assert set(table) == {(m, g) for m in ("EEE", "VVV") for g in range(1, 6)}
+
+
+def test_degenerate_data_fail_clearly():
+    x = np.zeros((50, 3))
+    x[:, 0] = np.arange(50)
+    with pytest.raises(MclustError, match="singular covariance"):
+        mclust(x, 2)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="model"):
+        mclust(np.ones((10, 2)), 2, model="XYZ")
+    with pytest.raises(ValueError, match="n_components"):
+        mclust(np.random.default_rng(0).normal(size=(10, 2)), 11)
+    with pytest.raises(ValueError, match="NaN"):
+        mclust(np.full((10, 2), np.nan), 2)
