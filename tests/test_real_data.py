@@ -1,0 +1,66 @@
+"""Behaviour on the shared real data (skipped, saying why, when ../shared/data is absent)."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+
+import stagate as sg
+
+from .conftest import data_file
+
+
+def test_dlpfc_auto_radius_is_the_six_nearest_spots():
+    a = ad.read_h5ad(data_file("dlpfc_151673"))
+    sg.pp.spatial_network(a)
+    n = np.diff(a.obsp["spatial_connectivities"].indptr)
+    assert np.median(n) == 6 and n.max() == 6
+    # the published radius (150 px) gives the same graph
+    b = ad.read_h5ad(data_file("dlpfc_151673"))
+    sg.pp.spatial_network(b, radius=150)
+    assert (a.obsp["spatial_connectivities"] != b.obsp["spatial_connectivities"]).nnz == 0
+
+
+def test_dlpfc_preprocessing_protocol():
+    a = ad.read_h5ad(data_file("dlpfc_151676"))
+    raw_x = a.X.copy()
+    sg.pp.preprocess(a)
+    assert a.n_vars == 3000 and a.var["highly_variable"].all()
+    assert (a.layers["counts"] != raw_x[:, np.flatnonzero(np.isin(
+        ad.read_h5ad(data_file("dlpfc_151676")).var_names, a.var_names))]).nnz == 0
+
+
+def test_sections_never_linked():
+    a = ad.read_h5ad(data_file("breast_cancer_st_4sections"))
+    sg.pp.spatial_network(a, library_key="section")
+    conn = a.obsp["spatial_connectivities"].tocoo()
+    sec = a.obs["section"].astype(str).to_numpy()
+    assert conn.nnz > 0 and (sec[conn.row] == sec[conn.col]).all()
+    # without library_key the aligned sections would be linked to each other
+    b = ad.read_h5ad(data_file("breast_cancer_st_4sections"))
+    sg.pp.spatial_network(b, radius=a.uns["spatial_neighbors"]["params"]["radius"])
+    conn = b.obsp["spatial_connectivities"].tocoo()
+    assert (sec[conn.row] != sec[conn.col]).any()
+
+
+def test_empty_cells_are_refused_with_the_fix():
+    a = ad.read_h5ad(data_file("starmap_3d_cortex"))
+    with pytest.raises(sg.StagateInputError, match="no counts at all.*filter_cells"):
+        sg.pp.preprocess(a)
+
+
+def test_starmap_domains_beat_expression_alone():
+    a = ad.read_h5ad(data_file("starmap_visual_cortex"))
+    a = a[a.obs["in_1207_benchmark_subset"].astype(bool).to_numpy()].copy()
+    sg.pp.preprocess(a)
+    sg.pp.spatial_network(a)
+    sg.tl.stagate(a, n_epochs=300, random_state=0, show_progress=False, device="cpu")
+    sg.tl.domains(a, 7)
+    ari = sg.tl.score_domains(a, label_key="layer")["ari"]
+    import scanpy as sc
+
+    sc.pp.pca(a, n_comps=30, random_state=0)
+    sg.tl.domains(a, 7, use_rep="X_pca", key_added="pca_domain")
+    ari_pca = sg.tl.score_domains(a, label_key="layer", domain_key="pca_domain")["ari"]
+    assert ari > 0.4 and ari > ari_pca + 0.1, (ari, ari_pca)
