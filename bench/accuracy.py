@@ -4,6 +4,8 @@ Each (dataset, seed) runs as its own `stagate run` process; summaries are append
 lines to bench/results/accuracy_<device>.jsonl, and a markdown table is printed.
 
     python bench/accuracy.py [--seeds 0 1 2 3 4] [--datasets dlpfc_151673 ...] [--device cpu]
+
+The data folder defaults to ../shared/data; STAGATE_DATA overrides it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import anndata as ad
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = Path(os.environ.get("STAGATE_DATA", ROOT.parent / "shared" / "data"))
 DATASETS = {
     "dlpfc_151673": {"n_domains": 7, "label_key": "layer"},
     "dlpfc_151676": {"n_domains": 7, "label_key": "layer"},
