@@ -57,6 +57,7 @@ def main() -> None:
     if not DATA.exists():
         sys.exit(f"{DATA} is absent: this benchmark needs the shared real data.")
     results = ROOT / "bench" / "results" / f"accuracy_{args.device}.jsonl"
+    results.parent.mkdir(parents=True, exist_ok=True)
     stagate = str(Path(sys.executable).with_name("stagate"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

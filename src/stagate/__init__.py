@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import cluster, datasets, pl, pp, tl
+from . import cluster, datasets, io, pl, pp, tl
 from ._logging import set_verbosity
 from ._validation import NotFittedError, StagateInputError
 from .model import STAGATE
@@ -13,4 +13,4 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = ["STAGATE", "NotFittedError", "StagateInputError", "__version__", "cluster",
-           "datasets", "pl", "pp", "set_verbosity", "tl"]
+           "datasets", "io", "pl", "pp", "set_verbosity", "tl"]

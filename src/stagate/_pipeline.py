@@ -115,8 +115,22 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig) -> tuple[AnnData, dict]:
     if cfg.label_key is not None:
         summary.update(tl.score_domains(adata, label_key=cfg.label_key,
                                         domain_key="stagate_domain"))
+    source = adata.uns.get("stagate_input", {})
+    summary["input"] = {"format": source.get("format", "anndata"),
+                        "coordinate_unit": source.get("unit", "unknown"),
+                        "um_per_unit": _finite_or_none(source.get("um_per_unit"))}
+    if summary["input"]["um_per_unit"] and summary["graph"].get("radius"):
+        summary["graph"]["radius_um"] = summary["graph"]["radius"] * summary["input"]["um_per_unit"]
     summary.update(cfg.extra)
     return adata, summary
+
+
+def _finite_or_none(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
 
 
 def _counts_layer(adata: AnnData) -> str | None:

@@ -101,7 +101,18 @@ def _config(n_domains, label_key, opts: dict, **extra):
 
 
 @cli.command()
-@click.argument("input_path", metavar="INPUT.h5ad", type=click.Path(exists=True, path_type=Path))
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "input_format",
+              type=click.Choice(["auto", "h5ad", "visium", "slideseq", "stereoseq", "imaging"]),
+              default="auto", show_default=True,
+              help="Input format; auto detects it from what INPUT is (file or folder).")
+@click.option("--coords", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Slide-seq/imaging: coordinates table, when INPUT is the "
+                                 "count matrix itself.")
+@click.option("--bin-size", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Stereo-seq GEM: bin size in DNBs (bin50).")
+@click.option("--x-col", default=None, help="Column of the x coordinate, if not 'x'.")
+@click.option("--y-col", default=None, help="Column of the y coordinate, if not 'y'.")
 @click.option("--n-domains", type=click.IntRange(min=1), required=True,
               help="Number of spatial domains to find.")
 @click.option("--label-key", type=str, default=None,
@@ -109,14 +120,18 @@ def _config(n_domains, label_key, opts: dict, **extra):
 @click.option("--log-normalised", is_flag=True,
               help="X is already log-normalised (skip HVG selection and normalisation).")
 @_shared_options
-def run(input_path: Path, n_domains: int, label_key: str | None, **opts) -> None:
-    """Find spatial domains in INPUT.h5ad (raw counts in X or layers['counts'],
-    coordinates in obsm['spatial'])."""
-    from ._io import read_input
+def run(input_path: Path, n_domains: int, label_key: str | None, input_format: str,
+        coords: Path | None, bin_size: int, x_col: str | None, y_col: str | None,
+        **opts) -> None:
+    """Find spatial domains in INPUT: an .h5ad (raw counts in X or layers['counts'],
+    coordinates in obsm['spatial']), a Space Ranger folder, a Stereo-seq GEM file, or a
+    Slide-seq / imaging count matrix with its coordinates table."""
+    from . import io
     from ._pipeline import run_pipeline, write_outputs
 
-    cfg = _config(n_domains, label_key, opts, input=str(input_path))
-    adata = read_input(input_path)
+    cfg = _config(n_domains, label_key, opts, input_path=str(input_path))
+    adata = io.read(input_path, input_format, coordinates=coords, bin_size=bin_size,
+                    x_col=x_col, y_col=y_col)
     result, summary = run_pipeline(adata, cfg)
     write_outputs(result, summary, opts["out"], force=opts["force"])
     _report(summary, opts["out"])
@@ -134,7 +149,7 @@ def demo(n_spots: int, n_domains: int, **opts) -> None:
     from .datasets import simulate
 
     adata = simulate(n_spots, n_domains=n_domains, random_state=opts["seed"])
-    cfg = _config(n_domains, "domain_truth", opts, input=f"simulate(n_spots={n_spots})")
+    cfg = _config(n_domains, "domain_truth", opts, input_path=f"simulate(n_spots={n_spots})")
     result, summary = run_pipeline(adata, cfg)
     summary["nonspatial_ari"] = nonspatial_ari(result, cfg)
     write_outputs(result, summary, opts["out"], force=opts["force"])

@@ -90,6 +90,8 @@ def simulate(
         "mean_counts": mean_counts, "signal": signal, "dispersion": dispersion,
         "random_state": random_state, "unit": "um", "pitch": PITCH,
     }
+    adata.uns["stagate_input"] = {"format": "simulated", "source": "stagate.datasets.simulate",
+                                  "unit": "um", "um_per_unit": 1.0}
     return adata
 
 

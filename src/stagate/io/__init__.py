@@ -1,0 +1,82 @@
+"""Readers for what the instruments write: Visium, Slide-seq, Stereo-seq, imaging, h5ad.
+
+:func:`read` detects the format from what the path is; every reader returns raw counts in
+``X``, coordinates in ``obsm['spatial']`` and ``uns['stagate_input']`` (format, source,
+coordinate unit, micrometres per unit), and fails with one line naming the file and problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from anndata import AnnData
+
+from ._common import INPUT_KEY, fail
+from ._h5ad import read_h5ad
+from ._stereoseq import is_gem_file, read_stereoseq_gem
+from ._tables import has_bead_locations, read_imaging, read_slideseq
+from ._visium import is_visium_folder, read_visium
+
+FORMATS = ("auto", "h5ad", "visium", "slideseq", "stereoseq", "imaging")
+
+
+def detect_format(path: str | Path) -> str:
+    """The format of `path`, from what it is (file or folder) and what it holds."""
+    path = Path(path)
+    if not path.exists():
+        fail(path, "does not exist.")
+    if path.is_dir():
+        if is_visium_folder(path):
+            return "visium"
+        if has_bead_locations(path):
+            return "slideseq"
+        return "imaging"
+    name = path.name.lower()
+    if name.endswith(".h5ad"):
+        return "h5ad"
+    if is_gem_file(path):
+        return "stereoseq"
+    fail(path, "cannot tell the format from the name; pass --format "
+               "(h5ad, visium, slideseq, stereoseq, imaging).")
+    raise AssertionError  # unreachable
+
+
+def read(path: str | Path, format: str = "auto", *, coordinates: str | Path | None = None,
+         bin_size: int = 50, x_col: str | None = None, y_col: str | None = None) -> AnnData:
+    """Read spatial data in any supported format (``format="auto"`` detects it).
+
+    Parameters
+    ----------
+    path
+        A file (.h5ad, GEM, count table) or a folder (Space Ranger output, or a folder holding
+        a count matrix and a coordinates table).
+    format
+        One of ``auto``, ``h5ad``, ``visium``, ``slideseq``, ``stereoseq``, ``imaging``.
+    coordinates
+        Slide-seq / imaging: the coordinates table, when `path` is the count matrix itself.
+    bin_size
+        Stereo-seq GEM: bin size in DNBs (50 = bin50, as in the STAGATE Stereo-seq analysis).
+    x_col, y_col
+        Coordinate columns (h5ad ``obs`` or the coordinates table), when not ``x``/``y``.
+
+    Returns
+    -------
+    AnnData with raw counts in ``X``, ``obsm['spatial']`` and ``uns['stagate_input']``.
+    """
+    if format not in FORMATS:
+        msg = f"format == {format!r}, must be one of {FORMATS}."
+        raise ValueError(msg)
+    fmt = detect_format(path) if format == "auto" else format
+    if fmt == "h5ad":
+        return read_h5ad(path, x_col=x_col, y_col=y_col)
+    if fmt == "visium":
+        return read_visium(path)
+    if fmt == "stereoseq":
+        return read_stereoseq_gem(path, bin_size=bin_size)
+    if fmt == "slideseq":
+        return read_slideseq(path, coordinates)
+    return read_imaging(path, coordinates, x=x_col, y=y_col)
+
+
+__all__ = ["FORMATS", "INPUT_KEY", "detect_format", "read", "read_h5ad", "read_imaging",
+           "read_slideseq", "read_stereoseq_gem", "read_visium"]
