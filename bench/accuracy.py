@@ -23,6 +23,8 @@ from pathlib import Path
 
 import anndata as ad
 
+from stagate._pipeline import _h5ad_safe
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STAGATE_DATA", ROOT.parent / "shared" / "data"))
 DATASETS = {
@@ -41,7 +43,7 @@ def input_file(name: str, tmp: Path) -> Path:
     a = ad.read_h5ad(path)
     a = a[a.obs[spec["subset"]].astype(bool).to_numpy()].copy()
     out = tmp / f"{name}_subset.h5ad"
-    a.write_h5ad(out)
+    _h5ad_safe(a).write_h5ad(out)
     return out
 
 
@@ -58,7 +60,6 @@ def main() -> None:
         sys.exit(f"{DATA} is absent: this benchmark needs the shared real data.")
     results = ROOT / "bench" / "results" / f"accuracy_{args.device}.jsonl"
     results.parent.mkdir(parents=True, exist_ok=True)
-    stagate = str(Path(sys.executable).with_name("stagate"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -67,7 +68,7 @@ def main() -> None:
             path = input_file(name, tmp)
             for seed in args.seeds:
                 out = (args.keep / f"{name}_seed{seed}") if args.keep else tmp / f"{name}_{seed}"
-                cmd = [stagate, "run", str(path), "--n-domains", str(spec["n_domains"]),
+                cmd = [sys.executable, "-m", "stagate", "run", str(path), "--n-domains", str(spec["n_domains"]),
                        "--label-key", spec["label_key"], "--seed", str(seed), "--device",
                        args.device, "--out", str(out), "--quiet", "--no-umap", "--force",
                        *args.extra]

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
@@ -172,7 +173,7 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        adata.write_h5ad(tmp / "stagate.h5ad", compression="gzip")
+        _h5ad_safe(adata).write_h5ad(tmp / "stagate.h5ad", compression="gzip")
         title = f"STAGATE domains (K={summary['n_domains']})"
         if "ari" in summary:
             title += f", ARI {summary['ari']:.3f}"
@@ -192,6 +193,20 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
     log.info("wrote %s", ", ".join(str(out / n) for n in names if (out / n).exists()))
 
 
+
+
+def _h5ad_safe(adata: AnnData) -> AnnData:
+    """Store pandas string-dtype columns as categories: anndata writes those everywhere,
+    while pandas >= 3 reads text columns as a string dtype that older anndata refuses."""
+    for df in (adata.obs, adata.var):
+        for col in df.columns:
+            if isinstance(df[col].dtype, pd.StringDtype):
+                df[col] = df[col].astype("category")
+    if isinstance(adata.obs_names.dtype, pd.StringDtype):
+        adata.obs_names = adata.obs_names.astype(object)
+    if isinstance(adata.var_names.dtype, pd.StringDtype):
+        adata.var_names = adata.var_names.astype(object)
+    return adata
 
 
 def _json_default(o):
