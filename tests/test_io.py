@@ -256,3 +256,12 @@ def test_cli_bad_gem_one_line(tmp_path):
                                    "--out", str(tmp_path / "o"), *FAST])
     assert res.exit_code == 1 and "a.gem.gz: not a GEM file" in res.output
     assert "Traceback" not in res.output
+
+
+def test_domain_map_over_the_tissue_image(tmp_path):
+    make_visium(tmp_path / "vis")
+    a = sg.io.read(tmp_path / "vis")
+    a.obs["domain"] = pd.Categorical(np.where(a.obsm["spatial"][:, 0] > 2800, "1", "2"))
+    ax = sg.pl.domains(a)
+    assert len(ax.images) == 1 and ax.get_ylim()[0] > ax.get_ylim()[1]  # y points down
+    assert len(sg.pl.domains(a, image=None).images) == 0

@@ -50,18 +50,40 @@ def _categorical_scatter(ax: Axes, xy: np.ndarray, labels, title: str, kwds: Map
 
 def domains(
     adata: AnnData, *, key: str = _keys.DOMAIN, spatial_key: str = _keys.SPATIAL,
-    title: str | None = None, ax: Axes | None = None,
-    scatter_kwds: Mapping[str, Any] = MappingProxyType({}),
+    image: str | None = "hires", library_id: str | None = None, title: str | None = None,
+    ax: Axes | None = None, scatter_kwds: Mapping[str, Any] = MappingProxyType({}),
 ) -> Axes:
-    """Domain map in tissue coordinates (y down, as on the slide image)."""
+    """Domain map in tissue coordinates (y down, as on the slide image).
+
+    When ``uns['spatial'][library_id]['images'][image]`` exists (Visium, scverse layout), the
+    tissue image is drawn underneath, scaled by its ``tissue_{image}_scalef``; None skips it.
+    """
     if key not in adata.obs:
         msg = f"adata.obs[{key!r}] not found. Run stagate.tl.domains(adata) first."
         raise StagateInputError(msg)
     ax = plt.figure(figsize=(6, 5)).gca() if ax is None else ax
     xy = np.asarray(adata.obsm[spatial_key])[:, :2]
-    _categorical_scatter(ax, xy, adata.obs[key], title or key, scatter_kwds)
-    ax.invert_yaxis()
+    drew_image = image is not None and _draw_tissue_image(ax, adata, image, library_id)
+    kwds = {"alpha": 0.8} | dict(scatter_kwds) if drew_image else scatter_kwds
+    _categorical_scatter(ax, xy, adata.obs[key], title or key, kwds)
+    if not drew_image:
+        ax.invert_yaxis()
     return ax
+
+
+def _draw_tissue_image(ax: Axes, adata: AnnData, image: str, library_id: str | None) -> bool:
+    libraries = adata.uns.get("spatial", {})
+    if not libraries:
+        return False
+    lib = libraries.get(library_id) if library_id else next(iter(libraries.values()))
+    img = (lib or {}).get("images", {}).get(image)
+    scale = (lib or {}).get("scalefactors", {}).get(f"tissue_{image}_scalef")
+    if img is None or scale is None:
+        return False
+    h, w = img.shape[:2]
+    # extent in full-resolution pixels; imshow's origin puts y downwards as on the slide
+    ax.imshow(img, extent=(0, w / scale, h / scale, 0))
+    return True
 
 
 def umap(
