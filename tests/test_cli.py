@@ -118,3 +118,15 @@ def test_version_and_help():
     assert CliRunner().invoke(cli, ["-V"]).exit_code == 0
     res = CliRunner().invoke(cli, ["run", "-h"])
     assert res.exit_code == 0 and "--n-domains" in res.output
+
+
+def test_log_normalised_input_runs_with_flag(sim_raw, tmp_path):
+    a = sim_raw.copy()
+    a.X = np.log1p(a.X.toarray()).astype(np.float32)
+    path = tmp_path / "norm.h5ad"
+    a.write_h5ad(path)
+    out = tmp_path / "o"
+    res = CliRunner().invoke(cli, ["run", str(path), "--n-domains", "3", "--log-normalised",
+                                   "--out", str(out), *FAST])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "summary.json").read_text())["n_genes_used"] == a.n_vars

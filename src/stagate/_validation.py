@@ -71,28 +71,31 @@ def check_unique_spots(coords: np.ndarray, obs_names, groups: np.ndarray | None 
 
 
 def check_counts(x, *, what: str = "adata.X") -> None:
-    """Raise unless `x` holds raw counts: non-negative integers, finite."""
-    data = x.data if sp.issparse(x) else np.asarray(x)
+    """Raise unless `x` holds raw counts: finite, non-negative integers (checked in chunks,
+    so a million-spot matrix needs no second copy in memory)."""
+    data = x.data if sp.issparse(x) else np.asarray(x).ravel()
     if data.size == 0:
         msg = f"{what} is empty; there is no expression to model."
         raise StagateInputError(msg)
-    sample = data if data.size <= 2_000_000 else data[:: data.size // 2_000_000]
-    if not np.isfinite(sample).all():
-        msg = f"{what} contains NaN or infinite values; raw counts are required."
-        raise StagateInputError(msg)
-    if (sample < 0).any():
-        msg = (
-            f"{what} contains negative values, so it is not raw counts (scaled data?). "
-            f"Pass the raw UMI counts (e.g. layer='counts' or adata.raw)."
-        )
-        raise StagateInputError(msg)
-    if not np.allclose(sample, np.round(sample)):
-        msg = (
-            f"{what} holds non-integer values, so it looks normalised or log-transformed, "
-            f"but raw counts are required here. Pass the raw UMI counts (e.g. layer='counts'), "
-            f"or skip this step with `counts=False` if the data are already log-normalised."
-        )
-        raise StagateInputError(msg)
+    for start in range(0, data.size, 10_000_000):
+        chunk = np.asarray(data[start:start + 10_000_000])
+        if not np.isfinite(chunk).all():
+            msg = f"{what} contains NaN or infinite values; raw counts are required."
+            raise StagateInputError(msg)
+        if (chunk < 0).any():
+            msg = (
+                f"{what} contains negative values, so it is not raw counts (scaled data?). "
+                f"Pass the raw UMI counts (e.g. layer='counts' or adata.raw)."
+            )
+            raise StagateInputError(msg)
+        if not np.array_equal(chunk, np.round(chunk)):
+            msg = (
+                f"{what} holds non-integer values, so it looks normalised or log-transformed, "
+                f"but raw counts are required here. Pass the raw UMI counts (e.g. "
+                f"layer='counts'); data already log-normalised can be used as they are "
+                f"(`stagate run --log-normalised`, or skip stagate.pp.preprocess)."
+            )
+            raise StagateInputError(msg)
 
 
 def check_finite_expression(x, *, what: str = "expression") -> None:
