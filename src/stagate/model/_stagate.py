@@ -131,16 +131,20 @@ class STAGATE:
 
     @torch.no_grad()
     def transform(self, adata: AnnData, *, layer: str | None = None,
-                  graph_key: str = _keys.GRAPH) -> np.ndarray:
-        """Embed `adata` (same genes as in training) with the trained weights."""
+                  graph_key: str = _keys.GRAPH, pruned_key: str = "spatial_pruned") -> np.ndarray:
+        """Embed `adata` (same genes as in training) with the trained weights.
+
+        `adata` needs the spatial network (and, for a cell type-aware model, the pruned one).
+        """
         self._check_fitted()
         missing = np.setdiff1d(self.genes_, adata.var_names)
         if missing.size:
             msg = f"{missing.size} model genes are missing from adata (e.g. {missing[:3].tolist()})."
             raise ValueError(msg)
         sub = adata[:, self.genes_]
-        data = model_input(sub, layer=layer, use_hvg=False, graph_key=graph_key, pruned_key=None)
+        data = model_input(sub, layer=layer, use_hvg=False, graph_key=graph_key,
+                           pruned_key=pruned_key if self.alpha > 0 else None)
+        batch = Batch(data.x, data.graph, pruned=data.pruned).to(self.device_)
         self.module_.to(self.device_)
-        enc = self.module_.encode(data.x.to(self.device_), data.graph.to(self.device_))
-        return enc.z.cpu().numpy()
+        return self.module_.encode(batch.x, batch.graph, **batch.inputs).z.cpu().numpy()
 

@@ -31,8 +31,13 @@ class Batch:
         if self.x.layout == torch.sparse_csr and self.x_t is None:
             self.x_t = csr_transpose(self.x)
         if self.x_sq is None:
-            x = self.x.to_dense() if self.x.layout != torch.strided else self.x
-            self.x_sq = (x[self.rows].double() ** 2).sum()
+            if self.x.layout == torch.strided:
+                self.x_sq = (self.x[self.rows].double() ** 2).sum()
+            elif isinstance(self.rows, slice) and self.rows == slice(None):
+                self.x_sq = (self.x.values().double() ** 2).sum()
+            else:
+                rows = self.x.to_dense()[self.rows]
+                self.x_sq = (rows.double() ** 2).sum()
 
     def to(self, device: torch.device) -> Batch:
         pruned = {k: v.to(device) for k, v in self.pruned.items()}
