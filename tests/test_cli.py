@@ -130,3 +130,14 @@ def test_log_normalised_input_runs_with_flag(sim_raw, tmp_path):
                                    "--out", str(out), *FAST])
     assert res.exit_code == 0, res.output
     assert json.loads((out / "summary.json").read_text())["n_genes_used"] == a.n_vars
+
+
+def test_minibatch_option(h5ad, tmp_path):
+    out = tmp_path / "mb"
+    res = CliRunner().invoke(cli, ["run", str(h5ad), "--n-domains", "4", "--batch-size", "150",
+                                   "--out", str(out), *FAST])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "summary.json").read_text())["config"]["batch_size"] == 150
+    bad = CliRunner().invoke(cli, ["run", str(h5ad), "--n-domains", "4", "--batch-size", "x",
+                                   "--out", str(out)])
+    assert bad.exit_code == 2

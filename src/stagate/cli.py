@@ -59,6 +59,9 @@ def _shared_options(f):
                      help="Cell type-aware module weight (0 = off; 0.5 in the tutorial)."),
         click.option("--epochs", "n_epochs", type=int, default=1000, show_default=True),
         click.option("--lr", type=float, default=1e-3, show_default=True),
+        click.option("--batch-size", type=str, default="auto", show_default=True,
+                     help="Seed spots per exact 2-hop minibatch; 'auto' trains on the whole "
+                          "graph up to 100,000 spots, 'full' always does."),
         click.option("--n-top-genes", type=int, default=3000, show_default=True,
                      help="Highly variable genes (seurat_v3); all genes when the panel is smaller."),
         click.option("--cluster-method", type=click.Choice(["mclust", "leiden", "louvain"]),
@@ -95,9 +98,23 @@ def _config(n_domains, label_key, opts: dict, **extra):
         radius=radius, n_neighbors=opts["n_neighbors"],
         target_neighbors=opts["target_neighbors"], library_key=opts["library_key"],
         alpha=opts["alpha"], n_epochs=opts["n_epochs"], lr=opts["lr"],
+        batch_size=_batch_size(opts["batch_size"]),
         cluster_method=opts["cluster_method"], umap=not opts["no_umap"],
         show_progress=not opts["quiet"], extra=extra,
     )
+
+
+def _batch_size(value: str):
+    if value in ("auto", "full"):
+        return None if value == "full" else "auto"
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        msg = f"--batch-size must be 'auto', 'full' or a positive integer, got {value!r}."
+        raise click.UsageError(msg)
+    return size
 
 
 @cli.command()

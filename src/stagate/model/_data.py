@@ -13,6 +13,7 @@ from .. import _keys
 from .._validation import StagateInputError, check_finite_expression
 from ..module import NeighbourGraph
 from ..module._sparse import _csr
+from ..train._minibatch import MinibatchPlan
 
 #: below this fraction of non-zeros the input stays sparse (CSR x dense beats dense x dense)
 SPARSE_DENSITY = 0.3
@@ -37,14 +38,20 @@ def model_genes(adata: AnnData, use_hvg: bool) -> np.ndarray:
     return np.ones(adata.n_vars, dtype=bool)
 
 
-def expression_tensor(adata: AnnData, genes: np.ndarray, layer: str | None) -> torch.Tensor:
-    """The log-normalised expression of `genes` as float32, sparse CSR when sparse enough."""
+def expression_matrix(adata: AnnData, genes: np.ndarray, layer: str | None):
+    """The log-normalised expression of `genes` (scipy sparse or numpy), validated."""
     x = adata.X if layer is None else adata.layers[layer]
     if x is None:
         msg = "adata.X is empty; pass the log-normalised expression (run stagate.pp.preprocess)."
         raise StagateInputError(msg)
     x = x[:, genes] if not genes.all() else x
     check_finite_expression(x)
+    return x
+
+
+def expression_tensor(adata: AnnData, genes: np.ndarray, layer: str | None) -> torch.Tensor:
+    """The log-normalised expression of `genes` as float32, sparse CSR when sparse enough."""
+    x = expression_matrix(adata, genes, layer)
     density = (x.nnz if sp.issparse(x) else np.count_nonzero(x)) / max(1, np.prod(x.shape))
     if density < SPARSE_DENSITY:
         x = sp.csr_matrix(x, dtype=np.float32)
@@ -89,3 +96,18 @@ def _edge_positions(graph: NeighbourGraph, sub: NeighbourGraph) -> torch.Tensor:
         msg = "The pruned graph has edges that the spatial graph lacks; rebuild it from it."
         raise StagateInputError(msg)
     return pos
+
+
+def minibatch_plan(
+    adata: AnnData, *, layer: str | None, use_hvg: bool, graph_key: str,
+    pruned_key: str | None, batch_size: int, random_state: int,
+) -> MinibatchPlan:
+    """Exact 2-hop minibatches over `adata`; the expression stays on the host."""
+    genes = model_genes(adata, use_hvg)
+    x = expression_matrix(adata, genes, layer)
+    x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, np.float32)
+    pruned = spatial_graph(adata, pruned_key) if pruned_key is not None else None
+    plan = MinibatchPlan(spatial_graph(adata, graph_key), x, batch_size=batch_size,
+                         random_state=random_state, pruned_adj=pruned)
+    plan.genes = adata.var_names[genes].to_numpy()
+    return plan

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
@@ -15,7 +16,11 @@ from .._logging import log
 from .._validation import NotFittedError, resolve_device
 from ..module import STAGATEModule
 from ..train import Batch, train_loop
-from ._data import ModelInput, model_input
+from ..train._minibatch import MinibatchPlan, neighbourhood_batch
+from ._data import ModelInput, minibatch_plan, model_input
+
+#: above this many spots, ``batch_size="auto"`` trains on exact minibatches
+FULL_BATCH_MAX_SPOTS = 100_000
 
 
 class STAGATE:
@@ -36,6 +41,11 @@ class STAGATE:
         results may differ in the last bits between runs.
     device
         ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
+    batch_size
+        ``"auto"``: the whole graph at once up to :data:`FULL_BATCH_MAX_SPOTS` spots, else
+        minibatches of 8192 seed spots. An integer forces minibatches of that many seeds,
+        each with its full 2-hop neighbourhood (exact, see :mod:`stagate.train`); None
+        forces full-batch training.
     show_progress
         Show a tqdm bar while training.
     """
@@ -44,18 +54,18 @@ class STAGATE:
         self, *, hidden_dim: int = 512, latent_dim: int = 30, alpha: float = 0.0,
         n_epochs: int = 1000, lr: float = 1e-3, weight_decay: float = 1e-4,
         gradient_clip: float = 5.0, random_state: int = 0, device: str = "auto",
-        show_progress: bool = True,
+        batch_size: int | str | None = "auto", show_progress: bool = True,
     ) -> None:
         self.hidden_dim, self.latent_dim, self.alpha = hidden_dim, latent_dim, alpha
         self.n_epochs, self.lr, self.weight_decay = n_epochs, lr, weight_decay
         self.gradient_clip, self.random_state, self.device = gradient_clip, random_state, device
-        self.show_progress = show_progress
+        self.show_progress, self.batch_size = show_progress, batch_size
         self.is_trained_ = False
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in (
             "hidden_dim", "latent_dim", "alpha", "n_epochs", "lr", "weight_decay",
-            "gradient_clip", "random_state", "device")}
+            "gradient_clip", "random_state", "device", "batch_size")}
 
     def fit(
         self, adata: AnnData, *, layer: str | None = None, use_hvg: bool = True,
@@ -65,27 +75,79 @@ class STAGATE:
         """Train on `adata` (log-normalised expression in `layer` or X; graph in obsp)."""
         if self.alpha > 0 and pruned_key is None:
             pruned_key = "spatial_pruned"
-        data = model_input(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,
-                           pruned_key=pruned_key if self.alpha > 0 else None)
+        pruned_key = pruned_key if self.alpha > 0 else None
         self.device_ = resolve_device(self.device)
-        self.genes_ = data.genes
-        log.info("training STAGATE on %d spots x %d genes, %d edges (with self-loops), on %s",
-                 data.x.shape[0], data.x.shape[1], data.graph.n_edges, self.device_)
+        batch_size = self._resolve_batch_size(adata.n_obs)
         generator = torch.Generator().manual_seed(int(self.random_state))
-        self.module_ = STAGATEModule(len(data.genes), self.hidden_dim, self.latent_dim, self.alpha)
+        if batch_size is None:
+            data = model_input(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,
+                               pruned_key=pruned_key)
+            genes, n_obs = data.genes, data.x.shape[0]
+            batches = [Batch(data.x, data.graph, pruned=data.pruned).to(self.device_)]
+            n_edges = data.graph.n_edges
+        else:
+            plan = minibatch_plan(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,
+                                  pruned_key=pruned_key, batch_size=batch_size,
+                                  random_state=self.random_state)
+            genes, n_obs, batches = plan.genes, plan.n_obs, plan
+            n_edges = plan.adj.nnz
+        self.genes_ = genes
+        log.info("training STAGATE on %d spots x %d genes, %d edges (with self-loops), on %s, %s",
+                 n_obs, len(genes), n_edges, self.device_,
+                 "full batch" if batch_size is None else f"minibatches of {batch_size} spots")
+        self.module_ = STAGATEModule(len(genes), self.hidden_dim, self.latent_dim, self.alpha)
         self.module_.reset_parameters(generator)
         self.module_.to(self.device_)
-        batch = Batch(data.x, data.graph, pruned=data.pruned).to(self.device_)
         t0 = time.perf_counter()
         self.history_ = train_loop(
-            self.module_, [batch], n_values=int(np.prod(data.x.shape)), n_epochs=self.n_epochs,
+            self.module_, batches, n_values=n_obs * len(genes), n_epochs=self.n_epochs,
             lr=self.lr, weight_decay=self.weight_decay, gradient_clip=self.gradient_clip,
             checkpoint=checkpoint, show_progress=self.show_progress,
         )
         self.train_seconds_ = time.perf_counter() - t0
-        self._infer(batch, data)
+        if batch_size is None:
+            self._infer(batches[0], data)
+        else:
+            self._infer_batched(plan)
         self.is_trained_ = True
         return self
+
+    def _resolve_batch_size(self, n_obs: int) -> int | None:
+        if self.batch_size == "auto":
+            return None if n_obs <= FULL_BATCH_MAX_SPOTS else 8192
+        if self.batch_size is None:
+            return None
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            msg = f"batch_size == {self.batch_size!r}, must be 'auto', None or a positive integer."
+            raise ValueError(msg)
+        return int(self.batch_size)
+
+    @torch.no_grad()
+    def _infer_batched(self, plan: MinibatchPlan) -> None:
+        """Embedding, reconstruction and attention, batch by batch (2 hops each)."""
+        n = plan.n_obs
+        z = np.empty((n, self.latent_dim), dtype=np.float32)
+        x_hat = np.empty((n, len(self.genes_)), dtype=np.float32)
+        rows, cols, vals = [], [], []
+        for seeds in np.array_split(np.arange(n), len(plan)):
+            batch, nodes = neighbourhood_batch(seeds, plan.adj, plan.x,
+                                               pruned_adj=plan.pruned_adj)
+            batch = batch.to(self.device_)
+            enc = self.module_.encode(batch.x, batch.graph, **batch.inputs)
+            h3 = self.module_.decode_hidden(enc, batch.graph)
+            z[seeds] = enc.z[: seeds.size].cpu().numpy()
+            x_hat[seeds] = self.module_.reconstruct(h3[: seeds.size]).clamp_min_(0).cpu().numpy()
+            dst, src = batch.graph.dst.cpu().numpy(), batch.graph.src.cpu().numpy()
+            mine = dst < seeds.size  # the seeds' rows are complete
+            rows.append(nodes[dst[mine]])
+            cols.append(nodes[src[mine]])
+            vals.append(enc.alpha[torch.as_tensor(mine, device=enc.alpha.device)].float()
+                        .cpu().numpy())
+        self.embedding_, self.reconstruction_ = z, x_hat
+        att = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                            shape=(n, n))
+        att.sort_indices()
+        self.attention_ = att
 
     @torch.no_grad()
     def _infer(self, batch: Batch, data: ModelInput) -> None:

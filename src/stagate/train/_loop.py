@@ -55,9 +55,13 @@ def train_loop(
                    initial=start, total=n_epochs)
     t0 = time.perf_counter()
     try:
+        device = module.W1.device
         for epoch in bar:
+            if hasattr(batches, "epoch"):  # minibatch plans shuffle by epoch: resume exactly
+                batches.epoch = epoch
             total = 0.0
             for batch in batches:
+                batch = batch.to(device)
                 optimiser.zero_grad(set_to_none=True)
                 enc = module.encode(batch.x, batch.graph, **batch.inputs)
                 h3 = module.decode_hidden(enc, batch.graph)

@@ -1,0 +1,114 @@
+"""Exact minibatches: seed spots with their full 2-hop neighbourhood (METHOD.md section 5).
+
+Only the two attention layers pass messages, so a seed's reconstruction needs the embedding
+of its neighbours (1 hop), whose encoder rows need theirs (2 hops). A batch holds the seeds,
+then the rest of their 1-hop, then of their 2-hop neighbourhood; the rows of the 1-hop nodes
+keep *all* their edges, the outer ring keeps only self-loops (its outputs are never used).
+So the seeds' loss, summed over the batches of an epoch, is exactly the full-graph loss:
+no sampling, no edges lost at batch borders. Inference uses the same construction.
+
+Why by hand: torch_geometric's NeighborLoader needs pyg-lib or torch-sparse (compiled
+extensions we do not depend on) and samples per hop; a full 2-hop neighbourhood is two CSR
+row slices, done here with scipy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ..module import NeighbourGraph
+from ._batch import Batch
+
+
+def neighbourhood_batch(
+    seeds: np.ndarray, adj: sp.csr_matrix, x, *, pruned_adj: sp.csr_matrix | None = None,
+    hops: int = 2,
+) -> tuple[Batch, np.ndarray]:
+    """The batch for `seeds` and the global ids of its nodes (seeds first).
+
+    Parameters
+    ----------
+    seeds
+        Global ids of the spots whose loss (or outputs) the batch is for.
+    adj
+        (N, N) CSR adjacency *with* self-loops; row i lists what i attends to.
+    x
+        (N, G) expression, scipy sparse or numpy; only the batch's rows are densified.
+    pruned_adj
+        Pruned graph (cell type-aware module), same convention.
+    hops
+        2 for training and reconstruction, 1 for the embedding alone.
+    """
+    seeds = np.asarray(seeds, dtype=np.int64)
+    rings = [seeds]
+    inner = seeds
+    for _ in range(hops):
+        reached = np.unique(adj[inner].indices)
+        rings.append(np.setdiff1d(reached, np.concatenate(rings), assume_unique=True))
+        inner = np.concatenate(rings)
+    nodes = np.concatenate(rings)
+    n_full_rows = nodes.size - rings[-1].size  # rows whose neighbourhood is complete
+    graph = _subgraph(adj, nodes, n_full_rows)
+    pruned = {}
+    if pruned_adj is not None:
+        from ..model._data import _edge_positions
+
+        pg = _subgraph(pruned_adj, nodes, n_full_rows)
+        pruned = {"pruned_graph": pg, "pruned_edges": _edge_positions(graph, pg)}
+    rows = x[nodes]
+    rows = rows.toarray() if sp.issparse(rows) else np.asarray(rows)
+    xb = torch.as_tensor(np.ascontiguousarray(rows, dtype=np.float32))
+    return Batch(xb, graph, rows=slice(0, seeds.size), pruned=pruned), nodes
+
+
+def _subgraph(adj: sp.csr_matrix, nodes: np.ndarray, n_full_rows: int) -> NeighbourGraph:
+    sub = adj[nodes][:, nodes].tocsr()
+    keep = np.zeros(nodes.size, dtype=np.float32)
+    keep[:n_full_rows] = 1
+    sub = sp.diags(keep) @ sub  # outer ring: no incoming edges (self-loops re-added below)
+    return NeighbourGraph.from_scipy(sub)
+
+
+class MinibatchPlan:
+    """Batches of `batch_size` seeds covering every spot once per epoch.
+
+    Iterating gives the batches of the next epoch, in an order shuffled by a generator seeded
+    with ``(random_state, epoch)``, so a resumed run sees the same batches as an uninterrupted
+    one. The expression stays on the host; each batch densifies only its rows.
+    """
+
+    def __init__(self, adj: sp.csr_matrix, x, *, batch_size: int, random_state: int = 0,
+                 pruned_adj: sp.csr_matrix | None = None) -> None:
+        self.adj = sp.csr_matrix(adj)
+        self.adj.setdiag(1)  # self-loops: each spot attends to itself
+        self.adj.sort_indices()
+        self.pruned_adj = None
+        if pruned_adj is not None:
+            self.pruned_adj = sp.csr_matrix(pruned_adj)
+            self.pruned_adj.setdiag(1)
+        self.x = x
+        self.batch_size = int(batch_size)
+        self.random_state = random_state
+        self.epoch = 0
+
+    @property
+    def n_obs(self) -> int:
+        return self.adj.shape[0]
+
+    def __len__(self) -> int:
+        return -(-self.n_obs // self.batch_size)
+
+    def seeds(self, epoch: int) -> list[np.ndarray]:
+        order = np.random.default_rng([self.random_state, epoch]).permutation(self.n_obs)
+        return np.array_split(order, len(self))
+
+    def __iter__(self) -> Iterator[Batch]:
+        seeds = self.seeds(self.epoch)
+        self.epoch += 1
+        for s in seeds:
+            yield neighbourhood_batch(np.sort(s), self.adj, self.x,
+                                      pruned_adj=self.pruned_adj)[0]
