@@ -83,6 +83,10 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig) -> tuple[AnnData, dict]:
                hidden_dim=cfg.hidden_dim, latent_dim=cfg.latent_dim, random_state=cfg.seed,
                device=cfg.device, batch_size=cfg.batch_size, show_progress=cfg.show_progress)
     seconds["train"] = time.perf_counter() - t
+    from .train._distributed import world
+
+    if world()[0] != 0:  # torchrun: the other ranks only help training
+        return adata, {}
 
     t = time.perf_counter()
     tl.domains(adata, cfg.n_domains, method=cfg.cluster_method, key_added="stagate_domain")

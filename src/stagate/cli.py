@@ -150,8 +150,17 @@ def run(input_path: Path, n_domains: int, label_key: str | None, input_format: s
     adata = io.read(input_path, input_format, coordinates=coords, bin_size=bin_size,
                     x_col=x_col, y_col=y_col)
     result, summary = run_pipeline(adata, cfg)
+    if _is_secondary_rank():
+        return
     write_outputs(result, summary, opts["out"], force=opts["force"])
     _report(summary, opts["out"])
+
+
+def _is_secondary_rank() -> bool:
+    """Under torchrun every process trains its share; only rank 0 clusters and writes."""
+    from .train._distributed import world
+
+    return world()[0] != 0
 
 
 @cli.command()
@@ -168,6 +177,8 @@ def demo(n_spots: int, n_domains: int, **opts) -> None:
     adata = simulate(n_spots, n_domains=n_domains, random_state=opts["seed"])
     cfg = _config(n_domains, "domain_truth", opts, input_path=f"simulate(n_spots={n_spots})")
     result, summary = run_pipeline(adata, cfg)
+    if _is_secondary_rank():
+        return
     summary["nonspatial_ari"] = nonspatial_ari(result, cfg)
     write_outputs(result, summary, opts["out"], force=opts["force"])
     _report(summary, opts["out"])

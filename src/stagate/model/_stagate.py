@@ -16,6 +16,7 @@ from .._logging import log
 from .._validation import NotFittedError, resolve_device
 from ..module import STAGATEModule
 from ..train import Batch, train_loop
+from ..train._distributed import init_from_env
 from ..train._minibatch import MinibatchPlan, neighbourhood_batch
 from ._data import ModelInput, minibatch_plan, model_input
 
@@ -77,7 +78,12 @@ class STAGATE:
             pruned_key = "spatial_pruned"
         pruned_key = pruned_key if self.alpha > 0 else None
         self.device_ = resolve_device(self.device)
+        rank, n_ranks = init_from_env(self.device_)
+        if n_ranks > 1 and self.device_.type == "cuda":
+            self.device_ = torch.device("cuda", torch.cuda.current_device())
         batch_size = self._resolve_batch_size(adata.n_obs)
+        if n_ranks > 1 and batch_size is None:  # full batch = one batch of every spot
+            batch_size = adata.n_obs
         generator = torch.Generator().manual_seed(int(self.random_state))
         if batch_size is None:
             data = model_input(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,
@@ -89,6 +95,7 @@ class STAGATE:
             plan = minibatch_plan(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,
                                   pruned_key=pruned_key, batch_size=batch_size,
                                   random_state=self.random_state)
+            plan.rank, plan.n_ranks = rank, n_ranks
             genes, n_obs, batches = plan.genes, plan.n_obs, plan
             n_edges = plan.adj.nnz
         self.genes_ = genes

@@ -11,7 +11,10 @@ import torch
 
 from .._logging import log, progress
 from ..module import STAGATEModule
+from torch.nn.parallel import DistributedDataParallel
+
 from ._batch import Batch
+from ._distributed import SeedLoss, all_reduce_sum, world
 
 
 def train_loop(
@@ -38,6 +41,10 @@ def train_loop(
     `checkpoint_every` epochs and on interruption (Ctrl-C), and a run started with an
     existing checkpoint resumes from it; on CPU the result equals an uninterrupted run.
     """
+    rank, n_ranks = world()
+    step_module: torch.nn.Module = SeedLoss(module)
+    if n_ranks > 1:  # every rank holds a share of each batch's seeds; DDP averages gradients
+        step_module = DistributedDataParallel(step_module)
     optimiser = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
     history: list[float] = []
     start = 0
@@ -51,8 +58,8 @@ def train_loop(
         log.info("resumed from %s at epoch %d", ckpt, start)
 
     module.train()
-    bar = progress(range(start, n_epochs), show=show_progress, desc="training", unit="epoch",
-                   initial=start, total=n_epochs)
+    bar = progress(range(start, n_epochs), show=show_progress and rank == 0, desc="training",
+                   unit="epoch", initial=start, total=n_epochs)
     t0 = time.perf_counter()
     try:
         device = module.W1.device
@@ -63,27 +70,27 @@ def train_loop(
             for batch in batches:
                 batch = batch.to(device)
                 optimiser.zero_grad(set_to_none=True)
-                enc = module.encode(batch.x, batch.graph, **batch.inputs)
-                h3 = module.decode_hidden(enc, batch.graph)
-                sse = module.sum_squared_error(batch.x_sq, enc.xw, h3, rows=batch.rows)
-                loss = sse / n_values
+                # x n_ranks: DDP averages, the full batch's gradient is the ranks' sum
+                loss = step_module(batch) * (n_ranks / n_values)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(module.parameters(), gradient_clip)
                 optimiser.step()
-                total += float(loss.detach())
+                total += float(loss.detach()) / n_ranks
+            if n_ranks > 1:
+                total = all_reduce_sum(total, device)
             history.append(total)
             if epoch % 10 == 0 or epoch == n_epochs - 1:
                 bar.set_postfix(loss=f"{total:.4f}")
-            if ckpt is not None and (epoch + 1) % checkpoint_every == 0:
+            if ckpt is not None and rank == 0 and (epoch + 1) % checkpoint_every == 0:
                 _save(ckpt, module, optimiser, history)
     except KeyboardInterrupt:
-        if ckpt is not None:
+        if ckpt is not None and rank == 0:
             _save(ckpt, module, optimiser, history)
             log.warning("interrupted at epoch %d; checkpoint saved to %s", len(history), ckpt)
         raise
     finally:
         bar.close()
-    if ckpt is not None:
+    if ckpt is not None and rank == 0:
         _save(ckpt, module, optimiser, history)
     log.info("trained %d epochs in %.1f s, final loss %.5f",
              n_epochs - start, time.perf_counter() - t0, history[-1] if history else float("nan"))

@@ -94,6 +94,7 @@ class MinibatchPlan:
         self.batch_size = int(batch_size)
         self.random_state = random_state
         self.epoch = 0
+        self.rank, self.n_ranks = 0, 1  # torch.distributed: this process's share of seeds
 
     @property
     def n_obs(self) -> int:
@@ -110,5 +111,5 @@ class MinibatchPlan:
         seeds = self.seeds(self.epoch)
         self.epoch += 1
         for s in seeds:
-            yield neighbourhood_batch(np.sort(s), self.adj, self.x,
-                                      pruned_adj=self.pruned_adj)[0]
+            mine = np.sort(s)[self.rank:: self.n_ranks]
+            yield neighbourhood_batch(mine, self.adj, self.x, pruned_adj=self.pruned_adj)[0]
