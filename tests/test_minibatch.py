@@ -67,6 +67,16 @@ def test_epochs_shuffle_reproducibly(sim):
                           random_state=3).seeds(0)
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not np.array_equal(np.concatenate(first), np.concatenate(plan.seeds(1)))
+    assert np.array_equal(np.sort(np.concatenate(first)), np.arange(sim.n_obs))
+
+
+def test_batches_are_spatially_compact(sim):
+    plan = MinibatchPlan(sim.obsp["spatial_connectivities"], sim.X, batch_size=100)
+    halo = [neighbourhood_batch(s, plan.adj, plan.x)[1].size / s.size for s in plan.seeds(0)]
+    rng = np.random.default_rng(0)
+    random = [neighbourhood_batch(np.sort(s), plan.adj, plan.x)[1].size / s.size
+              for s in np.array_split(rng.permutation(sim.n_obs), 4)]
+    assert np.mean(halo) < 0.6 * np.mean(random)
 
 
 def test_batched_inference_equals_full_graph_inference(sim):

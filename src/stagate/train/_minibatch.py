@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 import scipy.sparse as sp
 import torch
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from ..module import NeighbourGraph
 from ._batch import Batch
@@ -76,9 +77,13 @@ def _subgraph(adj: sp.csr_matrix, nodes: np.ndarray, n_full_rows: int) -> Neighb
 class MinibatchPlan:
     """Batches of `batch_size` seeds covering every spot once per epoch.
 
-    Iterating gives the batches of the next epoch, in an order shuffled by a generator seeded
-    with ``(random_state, epoch)``, so a resumed run sees the same batches as an uninterrupted
-    one. The expression stays on the host; each batch densifies only its rows.
+    Seeds are grouped into spatially compact batches: spots are ordered by reverse
+    Cuthill-McKee on the graph (neighbours get nearby positions) and cut into consecutive
+    chunks, so a batch's 2-hop halo is a thin border rather than 2 hops around every seed
+    (random seeds would need ~19 computed spots per seed on a Visium grid). Iterating gives
+    the next epoch's batches, in an order shuffled by a generator seeded with
+    ``(random_state, epoch)``, so a resumed run sees the same batches as an uninterrupted one.
+    The expression stays on the host; each batch densifies only its rows.
     """
 
     def __init__(self, adj: sp.csr_matrix, x, *, batch_size: int, random_state: int = 0,
@@ -91,6 +96,7 @@ class MinibatchPlan:
             self.pruned_adj = sp.csr_matrix(pruned_adj)
             self.pruned_adj.setdiag(1)
         self.x = x
+        self.order = reverse_cuthill_mckee(self.adj, symmetric_mode=False).astype(np.int64)
         self.batch_size = int(batch_size)
         self.random_state = random_state
         self.epoch = 0
@@ -104,8 +110,10 @@ class MinibatchPlan:
         return -(-self.n_obs // self.batch_size)
 
     def seeds(self, epoch: int) -> list[np.ndarray]:
-        order = np.random.default_rng([self.random_state, epoch]).permutation(self.n_obs)
-        return np.array_split(order, len(self))
+        """The seed batches of `epoch`: fixed compact chunks, in a shuffled order."""
+        chunks = np.array_split(self.order, len(self))
+        shuffle = np.random.default_rng([self.random_state, epoch]).permutation(len(chunks))
+        return [chunks[i] for i in shuffle]
 
     def __iter__(self) -> Iterator[Batch]:
         seeds = self.seeds(self.epoch)
