@@ -149,7 +149,7 @@ def run(input_path: Path, n_domains: int, label_key: str | None, input_format: s
     cfg = _config(n_domains, label_key, opts, input_path=str(input_path))
     adata = io.read(input_path, input_format, coordinates=coords, bin_size=bin_size,
                     x_col=x_col, y_col=y_col)
-    result, summary = run_pipeline(adata, cfg)
+    result, summary = run_pipeline(adata, cfg, copy=False)
     if _is_secondary_rank():
         return
     write_outputs(result, summary, opts["out"], force=opts["force"])
@@ -176,7 +176,7 @@ def demo(n_spots: int, n_domains: int, **opts) -> None:
 
     adata = simulate(n_spots, n_domains=n_domains, random_state=opts["seed"])
     cfg = _config(n_domains, "domain_truth", opts, input_path=f"simulate(n_spots={n_spots})")
-    result, summary = run_pipeline(adata, cfg)
+    result, summary = run_pipeline(adata, cfg, copy=False)
     if _is_secondary_rank():
         return
     summary["nonspatial_ari"] = nonspatial_ari(result, cfg)

@@ -63,7 +63,9 @@ def preprocess(
         raise StagateInputError(msg)
     check_counts(counts, what=where)
     target = adata.copy() if copy else adata
-    target.layers[_keys.COUNTS_LAYER] = sp.csr_matrix(counts, dtype=np.float32)
+    # keep the counts as they are (no float copy: a million spots hold gigabytes of them)
+    counts = target.X if layer is None else target.layers[layer]
+    target.layers[_keys.COUNTS_LAYER] = counts if sp.issparse(counts) else sp.csr_matrix(counts)
 
     totals = np.asarray(target.layers[_keys.COUNTS_LAYER].sum(axis=1)).ravel()
     if (totals == 0).any():
@@ -83,10 +85,10 @@ def preprocess(
         )
         log.info("selected %d highly variable genes (seurat_v3)", n_top_genes)
 
-    normalised = sc.pp.normalize_total(
-        target, target_sum=target_sum, layer=_keys.COUNTS_LAYER, inplace=False
-    )["X"]
-    target.X = sc.pp.log1p(sp.csr_matrix(normalised, dtype=np.float32))
+    work = AnnData(sp.csr_matrix(target.layers[_keys.COUNTS_LAYER], dtype=np.float32, copy=True))
+    sc.pp.normalize_total(work, target_sum=target_sum)  # in place on the one float copy
+    np.log1p(work.X.data, out=work.X.data)
+    target.X = work.X
     if subset:
         target._inplace_subset_var(target.var["highly_variable"].to_numpy())
     target.uns["stagate_preprocess"] = {
