@@ -29,7 +29,8 @@ def reference_cases():
                          ids=lambda c: f"{c['name']}-{c['model']}-G{c['G']}-seed{c['seed']}")
 def test_same_partition_and_likelihood_as_r(case):
     x = np.loadtxt(REF / f"{case['name']}.csv.gz", delimiter=",")
-    r_labels = np.loadtxt(REF / f"{case['name']}.{case['model']}.G{case['G']}.labels.txt")
+    r_labels = np.loadtxt(REF / f"{case['name']}.{case['model']}.G{case['G']}.seed{case['seed']}"
+                                ".labels.txt")
     fit = fit_mclust(x, int(case["G"]), case["model"], random_state=int(case["seed"]))
     ari = adjusted_rand_score(r_labels, fit.labels)
     assert ari >= 0.99, f"ARI vs R {ari:.4f}"
