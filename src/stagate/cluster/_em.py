@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import solve_triangular
 from scipy.special import logsumexp
 
 MODELS = ("EEE", "VVV", "EII", "VII")
@@ -82,7 +83,7 @@ def log_densities(x: np.ndarray, params: MixtureParams) -> np.ndarray:
     out = np.empty((n, g))
     for k in range(g):
         u = params.chol[k]
-        w = np.linalg.solve(u.T, (x - params.means[k]).T)  # U^T w = x - mu
+        w = solve_triangular(u, (x - params.means[k]).T, trans="T")  # U^T w = x - mu
         maha = np.einsum("ij,ij->j", w, w)
         logdet = np.log(np.abs(np.diag(u))).sum()
         out[:, k] = np.log(params.weights[k]) - 0.5 * d * np.log(2 * np.pi) - logdet - maha / 2
