@@ -265,3 +265,23 @@ def test_domain_map_over_the_tissue_image(tmp_path):
     ax = sg.pl.domains(a)
     assert len(ax.images) == 1 and ax.get_ylim()[0] > ax.get_ylim()[1]  # y points down
     assert len(sg.pl.domains(a, image=None).images) == 0
+
+
+def test_stereopy_h5ad_is_recognised(tmp_path, sim_raw):
+    a = sim_raw.copy()
+    a.uns["bin_size"] = 50
+    a.uns["bin_type"] = "bins"
+    a.write_h5ad(tmp_path / "stereo.h5ad")
+    b = sg.io.read(tmp_path / "stereo.h5ad")
+    assert b.uns["stagate_input"]["format"] == "stereoseq-h5ad"
+    assert b.uns["stagate_input"]["unit"] == "DNB" and b.uns["stagate_input"]["bin_size"] == 50
+
+
+def test_nan_coordinates_in_positions(tmp_path):
+    make_visium(tmp_path / "v")
+    f = tmp_path / "v" / "spatial" / "tissue_positions.csv"
+    df = pd.read_csv(f).astype({"pxl_col_in_fullres": float})
+    df.loc[7, "pxl_col_in_fullres"] = np.nan
+    df.to_csv(f, index=False)
+    with pytest.raises(sg.StagateInputError, match="tissue_positions.csv: missing \\(NaN\\)"):
+        sg.io.read(tmp_path / "v")
