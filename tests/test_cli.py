@@ -141,3 +141,20 @@ def test_minibatch_option(h5ad, tmp_path):
     bad = CliRunner().invoke(cli, ["run", str(h5ad), "--n-domains", "4", "--batch-size", "x",
                                    "--out", str(out)])
     assert bad.exit_code == 2
+
+
+def test_checkpoint_resume_from_the_command_line(h5ad, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    base = ["run", str(h5ad), "--n-domains", "4", "--quiet", "--no-umap", "--checkpoint",
+            str(ckpt)]
+    assert CliRunner().invoke(cli, [*base, "--epochs", "6", "--out", str(tmp_path / "a")]
+                              ).exit_code == 0
+    assert ckpt.exists()
+    res = CliRunner().invoke(cli, [*base, "--epochs", "10", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    full = CliRunner().invoke(cli, ["run", str(h5ad), "--n-domains", "4", "--quiet",
+                                    "--no-umap", "--epochs", "10", "--out", str(tmp_path / "c")])
+    assert full.exit_code == 0
+    a = anndata.read_h5ad(tmp_path / "b" / "stagate.h5ad")
+    b = anndata.read_h5ad(tmp_path / "c" / "stagate.h5ad")
+    np.testing.assert_array_equal(a.obsm["STAGATE"], b.obsm["STAGATE"])

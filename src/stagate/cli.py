@@ -59,6 +59,9 @@ def _shared_options(f):
                      help="Cell type-aware module weight (0 = off; 0.5 in the tutorial)."),
         click.option("--epochs", "n_epochs", type=int, default=1000, show_default=True),
         click.option("--lr", type=float, default=1e-3, show_default=True),
+        click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None, help="Save training state here every 100 epochs and on "
+                                        "Ctrl-C; rerun with the same file to resume."),
         click.option("--batch-size", type=str, default="auto", show_default=True,
                      help="Seed spots per exact 2-hop minibatch; 'auto' trains on the whole "
                           "graph up to 100,000 spots, 'full' always does."),
@@ -98,7 +101,7 @@ def _config(n_domains, label_key, opts: dict, **extra):
         radius=radius, n_neighbors=opts["n_neighbors"],
         target_neighbors=opts["target_neighbors"], library_key=opts["library_key"],
         alpha=opts["alpha"], n_epochs=opts["n_epochs"], lr=opts["lr"],
-        batch_size=_batch_size(opts["batch_size"]),
+        batch_size=_batch_size(opts["batch_size"]), checkpoint=opts["checkpoint"],
         cluster_method=opts["cluster_method"], umap=not opts["no_umap"],
         show_progress=not opts["quiet"], extra=extra,
     )
