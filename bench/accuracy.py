@@ -68,9 +68,10 @@ def main() -> None:
             path = input_file(name, tmp)
             for seed in args.seeds:
                 out = (args.keep / f"{name}_seed{seed}") if args.keep else tmp / f"{name}_{seed}"
-                cmd = [sys.executable, "-m", "stagate", "run", str(path), "--n-domains", str(spec["n_domains"]),
-                       "--label-key", spec["label_key"], "--seed", str(seed), "--device",
-                       args.device, "--out", str(out), "--quiet", "--no-umap", "--force",
+                cmd = [sys.executable, "-m", "stagate", "run", str(path), "--n-domains",
+                       str(spec["n_domains"]), "--label-key", spec["label_key"], "--seed",
+                       str(seed), "--device", args.device, "--out", str(out), "--quiet",
+                       "--no-umap", "--force",
                        *args.extra]
                 t0 = time.perf_counter()
                 subprocess.run(cmd, check=True, env=os.environ | {"PYTHONWARNINGS": "ignore"})

@@ -81,7 +81,8 @@ def main() -> None:
                "min_r_over_ours": min(ratios), "date": time.strftime("%Y-%m-%d"),
                "cases": rows}
     (ROOT / "bench" / "results" / "mclust_speed.json").write_text(json.dumps(summary, indent=2))
-    print(f"median R/ours {summary['median_r_over_ours']:.2f}, min {summary['min_r_over_ours']:.2f}")
+    print(f"median R/ours {summary['median_r_over_ours']:.2f}, "
+          f"min {summary['min_r_over_ours']:.2f}")
 
 
 if __name__ == "__main__":

@@ -131,9 +131,7 @@ def test_cell_type_aware_attention_mixes_and_rows_sum_to_one():
     pruned_adj[:15, 15:] = 0
     pruned_adj[15:, :15] = 0
     pruned = NeighbourGraph.from_scipy(sp.csr_matrix(pruned_adj))
-    from stagate.model._data import _edge_positions
-
-    pos = _edge_positions(full, pruned)
+    pos = full.edge_positions(pruned)
     m = STAGATEModule(10, 8, 3, alpha_mix=0.5)
     h = torch.randn(30, 8)
     alpha = m.attention(h, full, pruned_edges=pos, pruned_graph=pruned)

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scanpy as sc
-import scipy.sparse as sp
 from anndata import AnnData
 
 from . import _keys, pl, pp, tl

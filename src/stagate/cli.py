@@ -66,7 +66,7 @@ def _shared_options(f):
                      help="Seed spots per exact 2-hop minibatch; 'auto' trains on the whole "
                           "graph up to 100,000 spots, 'full' always does."),
         click.option("--n-top-genes", type=int, default=3000, show_default=True,
-                     help="Highly variable genes (seurat_v3); all genes when the panel is smaller."),
+                     help="Highly variable genes (seurat_v3); all genes for smaller panels."),
         click.option("--cluster-method", type=click.Choice(["mclust", "leiden", "louvain"]),
                      default="mclust", show_default=True,
                      help="How to cluster the embedding into domains (mclust = R's "

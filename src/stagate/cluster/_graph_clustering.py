@@ -6,7 +6,6 @@ import random
 from typing import Literal
 
 import igraph
-
 import numpy as np
 import scanpy as sc
 from anndata import AnnData

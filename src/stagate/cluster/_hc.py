@@ -114,13 +114,13 @@ class _Clusters:
     def merged_cost(self, a: int, others: np.ndarray) -> np.ndarray:
         """Criterion of cluster `a` merged with each of `others`."""
         la, lk = self.size[a], self.size[others]
-        l = la + lk
+        size = la + lk
         delta = self.mean[others] - self.mean[a]
-        c = la * lk / l
+        c = la * lk / size
         trace = self.trace[a] + self.trace[others] + c * np.einsum("ij,ij->i", delta, delta)
-        big = np.flatnonzero(l > self.p)
+        big = np.flatnonzero(size > self.p)
         if big.size == 0:
-            return self.terms(l, trace)
+            return self.terms(size, trace)
         logdet = np.full(others.size, -np.inf)
         todo = np.ones(big.size, dtype=bool)
         if self.low_rank and np.isfinite(self.logdet_w[a]):  # a large, small k: rank update
@@ -145,7 +145,7 @@ class _Clusters:
                  + c[rest, None, None] * delta[rest, :, None] * delta[rest, None, :])
             sign, ld = np.linalg.slogdet(s)
             logdet[rest] = np.where(sign > 0, ld, -np.inf)
-        return self.terms(l, trace, logdet=logdet)
+        return self.terms(size, trace, logdet=logdet)
 
 
 def _logdet_identity_plus_gram(y: np.ndarray) -> np.ndarray:

@@ -62,7 +62,8 @@ def simulate(
     layer = _curved_layers(coords, n_domains, rng)
 
     log_base = np.clip(rng.normal(np.log(0.3), 1.3, n_genes), np.log(0.005), np.log(40))
-    steps = rng.normal(0.0, signal, (n_domains, n_genes)) * (rng.random((n_domains, n_genes)) < 0.25)
+    is_marker = rng.random((n_domains, n_genes)) < 0.25
+    steps = rng.normal(0.0, signal, (n_domains, n_genes)) * is_marker
     log_fc = np.cumsum(steps, axis=0)  # random walk across layers: neighbours are similar
     log_fc -= log_fc.mean(axis=0)
     programme = np.exp(log_base + log_fc)

@@ -20,7 +20,8 @@ INPUT_KEY = "stagate_input"
 
 def fail(path: Path | str, problem: str) -> None:
     """Raise the one-line error every reader uses: the file, then the problem and the fix."""
-    raise StagateInputError(f"{path}: {problem}")
+    msg = f"{path}: {problem}"
+    raise StagateInputError(msg)
 
 
 def require(path: Path, what: str) -> Path:

@@ -33,8 +33,8 @@ def read_h5ad(path: str | Path, *, x_col: str | None = None, y_col: str | None =
     try:
         adata = ad.read_h5ad(path)
     except Exception as err:  # anndata raises many types for malformed files
-        raise StagateInputError(
-            f"{path}: could not be read as AnnData: {type(err).__name__}: {err}") from None
+        msg = f"{path}: could not be read as AnnData: {type(err).__name__}: {err}"
+        raise StagateInputError(msg) from None
     if x_col is not None or y_col is not None or "spatial" not in adata.obsm:
         pairs = [(x_col, y_col)] if x_col or y_col else _COORD_COLUMNS
         for xc, yc in pairs:

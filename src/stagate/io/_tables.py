@@ -6,8 +6,15 @@ from pathlib import Path
 
 from anndata import AnnData
 
-from ._common import (attach_coordinates, check_count_matrix, coordinates_from_table, fail,
-                      read_count_matrix, read_table, record_input)
+from ._common import (
+    attach_coordinates,
+    check_count_matrix,
+    coordinates_from_table,
+    fail,
+    read_count_matrix,
+    read_table,
+    record_input,
+)
 
 _BEAD_FILE_PATTERNS = ("bead_locations", "beadlocations", "bead_location")
 _COORD_FILE_PATTERNS = ("coord", "location", "position", "centroid", "cell_metadata", "spatial")

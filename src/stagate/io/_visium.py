@@ -10,8 +10,16 @@ from anndata import AnnData
 from matplotlib.image import imread
 
 from .._logging import log
-from ._common import (check_count_matrix, coordinates_from_table, fail, read_count_matrix,
-                      read_table, record_input, require, unique_ids)
+from ._common import (
+    check_count_matrix,
+    coordinates_from_table,
+    fail,
+    read_count_matrix,
+    read_table,
+    record_input,
+    require,
+    unique_ids,
+)
 
 _POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres",
                      "pxl_col_in_fullres"]

@@ -80,22 +80,10 @@ def model_input(
     pruned: dict = {}
     if pruned_key is not None:
         pg = NeighbourGraph.from_scipy(spatial_graph(adata, pruned_key))
-        pruned = {"pruned_graph": pg, "pruned_edges": _edge_positions(graph, pg)}
+        pruned = {"pruned_graph": pg, "pruned_edges": graph.edge_positions(pg)}
     x = expression_tensor(adata, genes, layer)
     return ModelInput(x=x, genes=adata.var_names[genes].to_numpy(), graph=graph, pruned=pruned)
 
-
-def _edge_positions(graph: NeighbourGraph, sub: NeighbourGraph) -> torch.Tensor:
-    """Positions in `graph`'s edge order of the edges of its subgraph `sub`."""
-    n = graph.n_nodes
-    keys = graph.dst * n + graph.src  # sorted, as edges are ordered by (dst, src)
-    sub_keys = sub.dst * n + sub.src
-    pos = torch.searchsorted(keys, sub_keys)
-    if (pos >= keys.numel()).any() or not torch.equal(keys[pos.clamp(max=keys.numel() - 1)],
-                                                      sub_keys):
-        msg = "The pruned graph has edges that the spatial graph lacks; rebuild it from it."
-        raise StagateInputError(msg)
-    return pos
 
 
 def minibatch_plan(

@@ -208,7 +208,8 @@ class STAGATE:
         self._check_fitted()
         missing = np.setdiff1d(self.genes_, adata.var_names)
         if missing.size:
-            msg = f"{missing.size} model genes are missing from adata (e.g. {missing[:3].tolist()})."
+            msg = (f"{missing.size} model genes are missing from adata "
+                   f"(e.g. {missing[:3].tolist()}).")
             raise ValueError(msg)
         sub = adata[:, self.genes_]
         data = model_input(sub, layer=layer, use_hvg=False, graph_key=graph_key,

@@ -69,6 +69,18 @@ class NeighbourGraph:
                             ("crow", "src", "dst", "t_crow", "t_col", "t_perm"))
         )
 
+    def edge_positions(self, sub: NeighbourGraph) -> Tensor:
+        """Positions in this graph's edge order of the edges of its subgraph `sub`."""
+        n = self.n_nodes
+        keys = self.dst * n + self.src  # sorted: edges are ordered by (dst, src)
+        sub_keys = sub.dst * n + sub.src
+        pos = torch.searchsorted(keys, sub_keys)
+        found = pos < keys.numel()
+        if not bool(found.all()) or not torch.equal(keys[pos], sub_keys):
+            msg = "The pruned graph has edges that the spatial graph lacks; rebuild it from it."
+            raise ValueError(msg)
+        return pos
+
     def to_scipy(self, values: Tensor | np.ndarray) -> sp.csr_matrix:
         """An (N, N) CSR matrix with `values` (E,) on this graph's edges (e.g. the attention)."""
         values = values.detach().cpu().numpy() if isinstance(values, Tensor) else values

@@ -1,4 +1,4 @@
-"""Neighbour aggregation ``out_i = sum_j alpha_ij h_j`` as a CSR product with a hand-written backward.
+"""Neighbour aggregation ``out_i = sum_j alpha_ij h_j``: a CSR product, hand-written backward.
 
 Why by hand: torch's generic autograd for a sparse matrix with learnable values goes through
 COO and is ~20x slower than the product itself on CPU (measured: 180 ms vs 8 ms for a

@@ -87,7 +87,8 @@ def domains(
         try:
             fit, bics = mclust_bic(emb, g_range, (model,), random_state=seed)
         except MclustError as err:
-            raise StagateInputError(f"mclust failed on obsm[{use_rep!r}]: {err}") from None
+            msg = f"mclust failed on obsm[{use_rep!r}]: {err}"
+            raise StagateInputError(msg) from None
         labels = fit.labels
         params |= {"model": model, "random_state": seed, "loglik": fit.loglik, "bic": fit.bic,
                    "n_iter": fit.n_iter, "bic_by_n_domains": {str(g): b for (_, g), b in

@@ -8,11 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from .._logging import log, progress
 from ..module import STAGATEModule
-from torch.nn.parallel import DistributedDataParallel
-
 from ._batch import Batch
 from ._distributed import SeedLoss, all_reduce_sum, world
 

@@ -56,10 +56,8 @@ def neighbourhood_batch(
     graph = _subgraph(adj, nodes, n_full_rows)
     pruned = {}
     if pruned_adj is not None:
-        from ..model._data import _edge_positions
-
         pg = _subgraph(pruned_adj, nodes, n_full_rows)
-        pruned = {"pruned_graph": pg, "pruned_edges": _edge_positions(graph, pg)}
+        pruned = {"pruned_graph": pg, "pruned_edges": graph.edge_positions(pg)}
     rows = x[nodes]
     rows = rows.toarray() if sp.issparse(rows) else np.asarray(rows)
     xb = torch.as_tensor(np.ascontiguousarray(rows, dtype=np.float32))
