@@ -24,7 +24,8 @@ def check_coordinates(adata: AnnData, spatial_key: str = _keys.SPATIAL) -> np.nd
         msg = (
             f"No spot coordinates: adata.obsm[{spatial_key!r}] is missing "
             f"(obsm has {list(adata.obsm.keys())}). Put an (n_spots, 2) array of x, y there, "
-            f"or pass the right key with `spatial_key=`."
+            f"or pass the right key with `spatial_key=` (command line: --x-col/--y-col for "
+            f"coordinates kept in obs columns)."
         )
         raise StagateInputError(msg)
     coords = np.asarray(adata.obsm[spatial_key])

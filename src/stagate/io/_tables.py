@@ -23,7 +23,7 @@ _TABLE_ENDINGS = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".txt.gz", ".h5a
 
 
 def read_coordinates_table(path: Path, *, x: str | None = None, y: str | None = None,
-                           z: str | None = None) -> tuple:
+                           z: str | None = None):
     """Coordinates indexed by id, from a CSV/TSV whose first column is the barcode / cell id."""
     df = read_table(path)
     id_col = df.columns[0]
@@ -39,7 +39,7 @@ def read_coordinates_table(path: Path, *, x: str | None = None, y: str | None = 
             fail(path, f"cannot tell which columns are x and y (found {cols}); name them x "
                  f"and y, or pass the column names.")
     columns = [x, y] + ([z] if z else [])
-    return coordinates_from_table(df, path, columns, id_col), id_col
+    return coordinates_from_table(df, path, columns, id_col)
 
 
 def read_slideseq(counts: str | Path, bead_locations: str | Path | None = None) -> AnnData:
@@ -51,7 +51,7 @@ def read_slideseq(counts: str | Path, bead_locations: str | Path | None = None) 
                                    "bead-locations CSV (name containing 'bead_locations')")
     adata = read_count_matrix(counts)
     check_count_matrix(adata, counts)
-    coords, _ = read_coordinates_table(bead_locations)
+    coords = read_coordinates_table(bead_locations)
     attach_coordinates(adata, coords, counts, bead_locations)
     return record_input(adata, fmt="slideseq", source=counts, unit="um", um_per_unit=1.0)
 
@@ -67,7 +67,7 @@ def read_imaging(counts: str | Path, coordinates: str | Path | None = None, *,
                                 "'position' or 'centroid')")
     adata = read_count_matrix(counts)
     check_count_matrix(adata, counts)
-    coords, _ = read_coordinates_table(coordinates, x=x, y=y, z=z)
+    coords = read_coordinates_table(coordinates, x=x, y=y, z=z)
     attach_coordinates(adata, coords, counts, coordinates)
     return record_input(adata, fmt="imaging", source=counts, unit="um",
                         um_per_unit=float(um_per_unit))
