@@ -4,6 +4,7 @@ the full-graph loss and gradient (no sampling, no edges lost at batch borders)."
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 
@@ -110,3 +111,16 @@ def test_minibatch_training_is_deterministic_and_resumable(sim, tmp_path):
     att = a.attention_
     np.testing.assert_allclose(np.asarray(att.sum(axis=1)).ravel(), 1, rtol=1e-5)
     assert att.nnz == sim.obsp["spatial_connectivities"].nnz + sim.n_obs
+
+
+def test_minibatches_with_one_step_per_epoch_equal_full_batch_training(sim):
+    import stagate as sg
+
+    kw = {"hidden_dim": 32, "latent_dim": 6, "device": "cpu", "show_progress": False,
+          "n_epochs": 8, "random_state": 4}
+    full = sg.STAGATE(batch_size=None, **kw).fit(sim)
+    mb = sg.STAGATE(batch_size=90, step_every="epoch", **kw).fit(sim)
+    np.testing.assert_allclose(mb.history_, full.history_, rtol=1e-5)
+    np.testing.assert_allclose(mb.embedding_, full.embedding_, rtol=1e-3, atol=1e-4)
+    per_batch = sg.STAGATE(batch_size=90, step_every="batch", **kw).fit(sim)
+    assert per_batch.history_[-1] != pytest.approx(full.history_[-1], rel=1e-5)

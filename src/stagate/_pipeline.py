@@ -43,6 +43,7 @@ class PipelineConfig:
     lr: float = 1e-3
     batch_size: int | str | None = "auto"
     checkpoint: str | Path | None = None
+    step_every: str = "epoch"
     hidden_dim: int = 512
     latent_dim: int = 30
     # domains
@@ -86,6 +87,7 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
     tl.stagate(adata, alpha=cfg.alpha, n_epochs=cfg.n_epochs, lr=cfg.lr,
                hidden_dim=cfg.hidden_dim, latent_dim=cfg.latent_dim, random_state=cfg.seed,
                device=cfg.device, batch_size=cfg.batch_size, checkpoint=cfg.checkpoint,
+               step_every=cfg.step_every,
                show_progress=cfg.show_progress)
     seconds["train"] = time.perf_counter() - t
     from .train._distributed import world

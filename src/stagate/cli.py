@@ -65,6 +65,9 @@ def _shared_options(f):
         click.option("--batch-size", type=str, default="auto", show_default=True,
                      help="Seed spots per exact 2-hop minibatch; 'auto' trains on the whole "
                           "graph up to 100,000 spots, 'full' always does."),
+        click.option("--step-every", type=click.Choice(["epoch", "batch"]), default="epoch",
+                     show_default=True, help="Minibatches: one optimiser step per epoch "
+                                             "(= full-batch training) or per batch."),
         click.option("--n-top-genes", type=int, default=3000, show_default=True,
                      help="Highly variable genes (seurat_v3); all genes for smaller panels."),
         click.option("--cluster-method", type=click.Choice(["mclust", "leiden", "louvain"]),
@@ -102,6 +105,7 @@ def _config(n_domains, label_key, opts: dict, **extra):
         target_neighbors=opts["target_neighbors"], library_key=opts["library_key"],
         alpha=opts["alpha"], n_epochs=opts["n_epochs"], lr=opts["lr"],
         batch_size=_batch_size(opts["batch_size"]), checkpoint=opts["checkpoint"],
+        step_every=opts["step_every"],
         cluster_method=opts["cluster_method"], umap=not opts["no_umap"],
         show_progress=not opts["quiet"], extra=extra,
     )

@@ -47,6 +47,10 @@ class STAGATE:
         minibatches of 8192 seed spots. An integer forces minibatches of that many seeds,
         each with its full 2-hop neighbourhood (exact, see :mod:`stagate.train`); None
         forces full-batch training.
+    step_every
+        Minibatches: ``"epoch"`` (default) accumulates the batches' gradients into one Adam
+        step per epoch, so minibatch training equals full-batch training (up to summation
+        order); ``"batch"`` steps after every batch.
     show_progress
         Show a tqdm bar while training.
     """
@@ -55,18 +59,20 @@ class STAGATE:
         self, *, hidden_dim: int = 512, latent_dim: int = 30, alpha: float = 0.0,
         n_epochs: int = 1000, lr: float = 1e-3, weight_decay: float = 1e-4,
         gradient_clip: float = 5.0, random_state: int = 0, device: str = "auto",
-        batch_size: int | str | None = "auto", show_progress: bool = True,
+        batch_size: int | str | None = "auto", step_every: str = "epoch",
+        show_progress: bool = True,
     ) -> None:
         self.hidden_dim, self.latent_dim, self.alpha = hidden_dim, latent_dim, alpha
         self.n_epochs, self.lr, self.weight_decay = n_epochs, lr, weight_decay
         self.gradient_clip, self.random_state, self.device = gradient_clip, random_state, device
         self.show_progress, self.batch_size = show_progress, batch_size
+        self.step_every = step_every
         self.is_trained_ = False
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in (
             "hidden_dim", "latent_dim", "alpha", "n_epochs", "lr", "weight_decay",
-            "gradient_clip", "random_state", "device", "batch_size")}
+            "gradient_clip", "random_state", "device", "batch_size", "step_every")}
 
     def fit(
         self, adata: AnnData, *, layer: str | None = None, use_hvg: bool = True,
@@ -109,7 +115,7 @@ class STAGATE:
         self.history_ = train_loop(
             self.module_, batches, n_values=n_obs * len(genes), n_epochs=self.n_epochs,
             lr=self.lr, weight_decay=self.weight_decay, gradient_clip=self.gradient_clip,
-            checkpoint=checkpoint, show_progress=self.show_progress,
+            checkpoint=checkpoint, show_progress=self.show_progress, step_every=self.step_every,
         )
         self.train_seconds_ = time.perf_counter() - t0
         if batch_size is None:

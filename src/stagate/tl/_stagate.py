@@ -28,6 +28,7 @@ def stagate(
     random_state: int = 0,
     device: str = "auto",
     batch_size: int | str | None = "auto",
+    step_every: str = "epoch",
     layer: str | None = None,
     graph_key: str = _keys.GRAPH,
     pruned_key: str = "spatial_pruned",
@@ -57,6 +58,9 @@ def stagate(
     batch_size
         ``"auto"`` (full graph up to 100,000 spots, else exact 2-hop minibatches of 8192
         seeds), None (always full graph) or the number of seed spots per minibatch.
+    step_every
+        Minibatches: one optimiser step per ``"epoch"`` (= full-batch training) or per
+        ``"batch"``.
     layer
         Layer with the log-normalised expression; None reads ``X``.
     graph_key, pruned_key
@@ -85,7 +89,8 @@ def stagate(
     model = STAGATE(
         hidden_dim=hidden_dim, latent_dim=latent_dim, alpha=alpha, n_epochs=n_epochs, lr=lr,
         weight_decay=weight_decay, gradient_clip=gradient_clip, random_state=random_state,
-        device=device, batch_size=batch_size, show_progress=show_progress,
+        device=device, batch_size=batch_size, step_every=step_every,
+        show_progress=show_progress,
     )
     model.fit(adata, layer=layer, graph_key=graph_key,
               pruned_key=pruned_key if alpha > 0 else None, checkpoint=checkpoint)

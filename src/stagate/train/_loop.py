@@ -28,6 +28,7 @@ def train_loop(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
     show_progress: bool = True,
+    step_every: str = "epoch",
 ) -> list[float]:
     """Train `module` in place and return the loss per epoch.
 
@@ -39,7 +40,15 @@ def train_loop(
     With `checkpoint`, the model, optimiser and history are saved there every
     `checkpoint_every` epochs and on interruption (Ctrl-C), and a run started with an
     existing checkpoint resumes from it; on CPU the result equals an uninterrupted run.
+
+    `step_every="epoch"` accumulates the batches' gradients and takes one optimiser step per
+    epoch: minibatch training is then full-batch training computed in pieces (same result up
+    to summation order). ``"batch"`` steps after every batch (more updates per epoch).
     """
+    if step_every not in ("epoch", "batch"):
+        msg = f"step_every == {step_every!r}, must be 'epoch' or 'batch'."
+        raise ValueError(msg)
+    per_batch = step_every == "batch"
     rank, n_ranks = world()
     step_module: torch.nn.Module = SeedLoss(module)
     if n_ranks > 1:  # every rank holds a share of each batch's seeds; DDP averages gradients
@@ -66,15 +75,17 @@ def train_loop(
             if hasattr(batches, "epoch"):  # minibatch plans shuffle by epoch: resume exactly
                 batches.epoch = epoch
             total = 0.0
+            optimiser.zero_grad(set_to_none=True)
             for batch in batches:
                 batch = batch.to(device)
-                optimiser.zero_grad(set_to_none=True)
                 # x n_ranks: DDP averages, the full batch's gradient is the ranks' sum
                 loss = step_module(batch) * (n_ranks / n_values)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(module.parameters(), gradient_clip)
-                optimiser.step()
                 total += float(loss.detach()) / n_ranks
+                if per_batch:
+                    _step(module, optimiser, gradient_clip)
+            if not per_batch:
+                _step(module, optimiser, gradient_clip)
             if n_ranks > 1:
                 total = all_reduce_sum(total, device)
             history.append(total)
@@ -95,6 +106,12 @@ def train_loop(
              n_epochs - start, time.perf_counter() - t0, history[-1] if history else float("nan"))
     module.eval()
     return history
+
+
+def _step(module, optimiser, gradient_clip: float) -> None:
+    torch.nn.utils.clip_grad_norm_(module.parameters(), gradient_clip)
+    optimiser.step()
+    optimiser.zero_grad(set_to_none=True)
 
 
 def _save(path: Path, module, optimiser, history) -> None:
