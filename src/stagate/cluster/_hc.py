@@ -206,7 +206,7 @@ def hc_vvv(z: np.ndarray, *, alpha: float = 1.0, beta: float = 1.0,
     return merges
 
 
-def hc_eii(z: np.ndarray, min_clusters: int = 1) -> np.ndarray:
+def hc_eii(z: np.ndarray) -> np.ndarray:
     """Ward agglomeration (mclust's ``hcEII``), for data with more columns than rows."""
     return linkage(np.asarray(z, dtype=np.float64), method="ward")
 

@@ -80,9 +80,8 @@ class STAGATE:
         checkpoint: str | os.PathLike | None = None,
     ) -> STAGATE:
         """Train on `adata` (log-normalised expression in `layer` or X; graph in obsp)."""
-        if self.alpha > 0 and pruned_key is None:
-            pruned_key = "spatial_pruned"
-        pruned_key = pruned_key if self.alpha > 0 else None
+        # the pruned graph matters only to the cell type-aware module
+        pruned_key = (pruned_key or "spatial_pruned") if self.alpha > 0 else None
         self.device_ = resolve_device(self.device)
         rank, n_ranks = init_from_env(self.device_)
         if n_ranks > 1 and self.device_.type == "cuda":
