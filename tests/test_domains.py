@@ -49,3 +49,36 @@ def test_more_domains_than_spots():
 def test_missing_embedding_named():
     with pytest.raises(sg.StagateInputError, match="tl.stagate"):
         sg.tl.domains(AnnData(np.zeros((5, 1), dtype=np.float32)), 2)
+
+
+def test_majority_vote_removes_lone_spots_and_keeps_ties():
+    import scipy.sparse as sp
+
+    from stagate.cluster import majority_vote
+
+    # a path 0-1-2-3-4-5: spot 2 is a lone "b" inside "a"; 4|5 is a clean border
+    adj = sp.diags([np.ones(5), np.ones(5)], [1, -1], shape=(6, 6), format="csr")
+    labels = np.array(["a", "a", "b", "a", "c", "c"])
+    out = majority_vote(labels, adj)
+    assert out.tolist() == ["a", "a", "a", "a", "c", "c"]
+    # spot 3 sees a, a(self), c: keeps a; spot 4 sees a, c(self), c: keeps c
+    isolated = sp.csr_matrix((6, 6))
+    assert majority_vote(labels, isolated).tolist() == labels.tolist()
+
+
+def test_refine_domains_on_the_simulator(sim):
+    import stagate as sg
+
+    sim.obs["noisy"] = sim.obs["domain_truth"].astype(str).to_numpy()
+    rng = np.random.default_rng(0)
+    flip = rng.choice(sim.n_obs, sim.n_obs // 10, replace=False)
+    values = sim.obs["noisy"].to_numpy().copy()
+    values[flip] = rng.choice(np.unique(values), flip.size)
+    sim.obs["noisy"] = values
+    sg.tl.refine_domains(sim, "noisy")
+    truth = sim.obs["domain_truth"].astype(str).to_numpy()
+    before = (values == truth).mean()
+    after = (sim.obs["noisy_refined"].astype(str).to_numpy() == truth).mean()
+    assert after > before + 0.05
+    with pytest.raises(sg.StagateInputError, match="not found"):
+        sg.tl.refine_domains(sim, "missing")

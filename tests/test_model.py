@@ -100,3 +100,21 @@ def test_missing_graph_is_named(sim_raw):
     sg.pp.preprocess(a)
     with pytest.raises(ValueError, match="spatial_network"):
         fit(a)
+
+
+def test_convergence_rule():
+    from stagate.train._loop import converged
+
+    assert not converged([3.0, 2.0, 1.0], None, 2)
+    assert not converged([3.0, 2.0], 0.01, 2)  # too short to judge
+    assert not converged([3.0, 2.0, 1.9], 0.01, 2)  # fell by 37% over 2 epochs
+    assert converged([1.0, 0.999, 0.998], 0.01, 2)  # fell by 0.2%
+
+
+def test_early_stopping_stops_where_the_loss_flattens(sim):
+    m = fit(sim, n_epochs=300, tol=0.05, hidden_dim=32)
+    h = m.history_
+    assert 50 < len(h) < 300
+    assert h[-51] - h[-1] < 0.05 * h[-51]  # the rule holds at the last epoch
+    assert h[-52] - h[-2] >= 0.05 * h[-52]  # and not one epoch earlier
+    assert len(fit(sim, n_epochs=60, tol=None, hidden_dim=32).history_) == 60

@@ -19,6 +19,7 @@ from anndata import AnnData
 from . import _keys, pl, pp, tl
 from ._logging import log
 from ._validation import StagateInputError, check_counts, check_n_domains
+from .train._loop import CONVERGENCE_TOL
 
 
 @dataclass
@@ -44,6 +45,7 @@ class PipelineConfig:
     batch_size: int | str | None = "auto"
     checkpoint: str | Path | None = None
     step_every: str = "epoch"
+    tol: float | None = CONVERGENCE_TOL
     hidden_dim: int = 512
     latent_dim: int = 30
     # domains
@@ -87,7 +89,7 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
     tl.stagate(adata, alpha=cfg.alpha, n_epochs=cfg.n_epochs, lr=cfg.lr,
                hidden_dim=cfg.hidden_dim, latent_dim=cfg.latent_dim, random_state=cfg.seed,
                device=cfg.device, batch_size=cfg.batch_size, checkpoint=cfg.checkpoint,
-               step_every=cfg.step_every,
+               step_every=cfg.step_every, tol=cfg.tol,
                show_progress=cfg.show_progress)
     seconds["train"] = time.perf_counter() - t
     from .train._distributed import world

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ._validation import StagateInputError
+from .train._loop import CONVERGENCE_TOL
 
 
 class _Group(click.Group):
@@ -57,7 +58,12 @@ def _shared_options(f):
                      help="obs column naming sections; no edges between sections."),
         click.option("--alpha", type=float, default=0.0, show_default=True,
                      help="Cell type-aware module weight (0 = off; 0.5 in the tutorial)."),
-        click.option("--epochs", "n_epochs", type=int, default=1000, show_default=True),
+        click.option("--epochs", "n_epochs", type=int, default=1000, show_default=True,
+                     help="Most epochs to train (exactly this many with --tol 0)."),
+        click.option("--tol", type=float, default=CONVERGENCE_TOL or 0.0, show_default=True,
+                     help="Early stopping: stop once the loss fell by less than this fraction "
+                          "over the last 50 epochs (e.g. 0.01: ~5x faster, may cost accuracy); "
+                          "0 trains all --epochs, as the original."),
         click.option("--lr", type=float, default=1e-3, show_default=True),
         click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
                      default=None, help="Save training state here every 100 epochs and on "
@@ -105,7 +111,7 @@ def _config(n_domains, label_key, opts: dict, **extra):
         target_neighbors=opts["target_neighbors"], library_key=opts["library_key"],
         alpha=opts["alpha"], n_epochs=opts["n_epochs"], lr=opts["lr"],
         batch_size=_batch_size(opts["batch_size"]), checkpoint=opts["checkpoint"],
-        step_every=opts["step_every"],
+        step_every=opts["step_every"], tol=opts["tol"] or None,
         cluster_method=opts["cluster_method"], umap=not opts["no_umap"],
         show_progress=not opts["quiet"], extra=extra,
     )

@@ -3,6 +3,7 @@
 from ._em import MODELS, MclustError
 from ._graph_clustering import knn_graph_clusters
 from ._mclust import MclustResult, fit_mclust, mclust, mclust_bic
+from ._refine import majority_vote
 
 __all__ = ["MODELS", "MclustError", "MclustResult", "fit_mclust", "knn_graph_clusters",
-           "mclust", "mclust_bic"]
+           "majority_vote", "mclust", "mclust_bic"]

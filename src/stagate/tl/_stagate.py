@@ -12,6 +12,7 @@ from .. import _keys
 from .._docs import DOC_ADATA, DOC_COPY, DOC_RANDOM_STATE, doc_params
 from .._logging import log
 from ..model import STAGATE
+from ..train._loop import CONVERGENCE_TOL
 
 
 @doc_params(adata=DOC_ADATA, copy=DOC_COPY, random_state=DOC_RANDOM_STATE)
@@ -29,6 +30,7 @@ def stagate(
     device: str = "auto",
     batch_size: int | str | None = "auto",
     step_every: str = "epoch",
+    tol: float | None = CONVERGENCE_TOL,
     layer: str | None = None,
     graph_key: str = _keys.GRAPH,
     pruned_key: str = "spatial_pruned",
@@ -61,6 +63,9 @@ def stagate(
     step_every
         Minibatches: one optimiser step per ``"epoch"`` (= full-batch training) or per
         ``"batch"``.
+    tol
+        Early stopping: stop once the loss fell by less than this fraction over the last 50
+        epochs (`n_epochs` is then the maximum); None or 0 (default) trains exactly `n_epochs`.
     layer
         Layer with the log-normalised expression; None reads ``X``.
     graph_key, pruned_key
@@ -89,7 +94,7 @@ def stagate(
     model = STAGATE(
         hidden_dim=hidden_dim, latent_dim=latent_dim, alpha=alpha, n_epochs=n_epochs, lr=lr,
         weight_decay=weight_decay, gradient_clip=gradient_clip, random_state=random_state,
-        device=device, batch_size=batch_size, step_every=step_every,
+        device=device, batch_size=batch_size, step_every=step_every, tol=tol,
         show_progress=show_progress,
     )
     model.fit(adata, layer=layer, graph_key=graph_key,
