@@ -158,3 +158,16 @@ def test_checkpoint_resume_from_the_command_line(h5ad, tmp_path):
     a = anndata.read_h5ad(tmp_path / "b" / "stagate.h5ad")
     b = anndata.read_h5ad(tmp_path / "c" / "stagate.h5ad")
     np.testing.assert_array_equal(a.obsm["STAGATE"], b.obsm["STAGATE"])
+
+
+def test_refine_and_early_stopping_options(h5ad, tmp_path):
+    out = tmp_path / "r"
+    res = CliRunner().invoke(cli, ["run", str(h5ad), "--n-domains", "4", "--label-key",
+                                   "domain_truth", "--refine", "--tol", "0.5", "--epochs", "200",
+                                   "--quiet", "--no-umap", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert 50 < summary["epochs_trained"] < 200  # the 50-epoch window, then the rule stops it
+    assert 0 <= summary["ari_refined"] <= 1
+    a = anndata.read_h5ad(out / "stagate.h5ad")
+    assert set(a.obs["stagate_domain_refined"].unique()) <= set(a.obs["stagate_domain"].unique())

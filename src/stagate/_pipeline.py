@@ -50,6 +50,7 @@ class PipelineConfig:
     latent_dim: int = 30
     # domains
     cluster_method: str = "mclust"
+    refine: bool = False
     umap: bool = True
     show_progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -99,6 +100,8 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
 
     t = time.perf_counter()
     tl.domains(adata, cfg.n_domains, method=cfg.cluster_method, key_added="stagate_domain")
+    if cfg.refine:
+        tl.refine_domains(adata, "stagate_domain", key_added="stagate_domain_refined")
     seconds["cluster"] = time.perf_counter() - t
 
     if cfg.umap:
@@ -122,6 +125,7 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         "device": adata.uns[_keys.EMBEDDING]["params"]["device_used"],
         "version": __version__,
         "final_loss": float(adata.uns[_keys.EMBEDDING]["loss"][-1]),
+        "epochs_trained": len(adata.uns[_keys.EMBEDDING]["loss"]),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
@@ -130,6 +134,10 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
     if cfg.label_key is not None:
         summary.update(tl.score_domains(adata, label_key=cfg.label_key,
                                         domain_key="stagate_domain"))
+        if cfg.refine:
+            refined = tl.score_domains(adata, label_key=cfg.label_key,
+                                       domain_key="stagate_domain_refined")
+            summary.update({f"{k}_refined": v for k, v in refined.items()})
     source = adata.uns.get("stagate_input", {})
     summary["input"] = {"format": source.get("format", "anndata"),
                         "coordinate_unit": source.get("unit", "unknown"),

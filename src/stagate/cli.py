@@ -80,6 +80,9 @@ def _shared_options(f):
                      default="mclust", show_default=True,
                      help="How to cluster the embedding into domains (mclust = R's "
                           "mclust EEE, as the original, without R)."),
+        click.option("--refine", is_flag=True,
+                     help="Also write obs['stagate_domain_refined']: each spot's neighbourhood "
+                          "majority domain (removes lone spots)."),
         click.option("--no-umap", is_flag=True, help="Skip the UMAP (faster on large data)."),
         click.option("--force", is_flag=True, help="Overwrite results already in --out."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
@@ -112,7 +115,7 @@ def _config(n_domains, label_key, opts: dict, **extra):
         alpha=opts["alpha"], n_epochs=opts["n_epochs"], lr=opts["lr"],
         batch_size=_batch_size(opts["batch_size"]), checkpoint=opts["checkpoint"],
         step_every=opts["step_every"], tol=opts["tol"] or None,
-        cluster_method=opts["cluster_method"], umap=not opts["no_umap"],
+        cluster_method=opts["cluster_method"], refine=opts["refine"], umap=not opts["no_umap"],
         show_progress=not opts["quiet"], extra=extra,
     )
 
