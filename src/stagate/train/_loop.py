@@ -109,7 +109,6 @@ def train_loop(
                 bar.set_postfix(loss=f"{total:.4f}")
             if ckpt is not None and rank == 0 and (epoch + 1) % checkpoint_every == 0:
                 _save(ckpt, module, optimiser, history)
-
     except KeyboardInterrupt:
         if ckpt is not None and rank == 0:
             _save(ckpt, module, optimiser, history)
