@@ -12,11 +12,8 @@ from anndata import AnnData
 from .. import _keys
 from .._validation import StagateInputError, check_finite_expression
 from ..module import NeighbourGraph
-from ..module._sparse import _csr
+from ..train._batch import expression_tensors
 from ..train._minibatch import MinibatchPlan
-
-#: below this fraction of non-zeros the input stays sparse (CSR x dense beats dense x dense)
-SPARSE_DENSITY = 0.3
 
 
 @dataclass
@@ -51,14 +48,7 @@ def expression_matrix(adata: AnnData, genes: np.ndarray, layer: str | None):
 
 def expression_tensor(adata: AnnData, genes: np.ndarray, layer: str | None) -> torch.Tensor:
     """The log-normalised expression of `genes` as float32, sparse CSR when sparse enough."""
-    x = expression_matrix(adata, genes, layer)
-    density = (x.nnz if sp.issparse(x) else np.count_nonzero(x)) / max(1, np.prod(x.shape))
-    if density < SPARSE_DENSITY:
-        x = sp.csr_matrix(x, dtype=np.float32)
-        return _csr(torch.as_tensor(x.indptr.astype(np.int64)),
-                    torch.as_tensor(x.indices.astype(np.int64)), torch.as_tensor(x.data), *x.shape)
-    x = x.toarray() if sp.issparse(x) else np.asarray(x)
-    return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+    return expression_tensors(expression_matrix(adata, genes, layer))[0]
 
 
 def spatial_graph(adata: AnnData, graph_key: str) -> sp.csr_matrix:

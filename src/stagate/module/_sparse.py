@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
@@ -91,6 +93,12 @@ def sparse_input_product(x: Tensor, x_t: Tensor, w: Tensor) -> Tensor:
     transpose is built once.
     """
     return _SparseInputProduct.apply(x, x_t, w)
+
+
+def csr_from_scipy(m: sp.csr_matrix) -> Tensor:
+    """A torch CSR tensor with `m`'s values (int64 indices, as the CPU kernels expect)."""
+    return _csr(torch.as_tensor(m.indptr.astype(np.int64)),
+                torch.as_tensor(m.indices.astype(np.int64)), torch.as_tensor(m.data), *m.shape)
 
 
 def csr_transpose(x: Tensor) -> Tensor:

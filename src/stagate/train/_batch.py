@@ -4,11 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
 from ..module import NeighbourGraph
-from ..module._sparse import csr_transpose
+from ..module._sparse import csr_from_scipy, csr_transpose
+
+#: below this fraction of non-zeros the input stays sparse (CSR x dense beats dense x dense)
+SPARSE_DENSITY = 0.3
+
+
+def expression_tensors(x) -> tuple[Tensor, Tensor | None]:
+    """float32 tensors for the expression rows `x` (scipy sparse or numpy): ``(x, x_t)``,
+    sparse CSR and its CSR transpose when `x` is sparse enough, else ``(dense x, None)``."""
+    n_values = max(1, x.shape[0] * x.shape[1])
+    density = (x.nnz if sp.issparse(x) else np.count_nonzero(x)) / n_values
+    if density < SPARSE_DENSITY:
+        x = sp.csr_matrix(x, dtype=np.float32)
+        return csr_from_scipy(x), csr_from_scipy(x.T.tocsr())
+    x = x.toarray() if sp.issparse(x) else np.asarray(x)
+    return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)), None
 
 
 @dataclass

@@ -22,7 +22,7 @@ import torch
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from ..module import NeighbourGraph
-from ._batch import Batch
+from ._batch import Batch, expression_tensors
 
 
 def neighbourhood_batch(
@@ -59,9 +59,13 @@ def neighbourhood_batch(
         pg = _subgraph(pruned_adj, nodes, n_full_rows)
         pruned = {"pruned_graph": pg, "pruned_edges": graph.edge_positions(pg)}
     rows = x[nodes]
-    rows = rows.toarray() if sp.issparse(rows) else np.asarray(rows)
-    xb = torch.as_tensor(np.ascontiguousarray(rows, dtype=np.float32))
-    return Batch(xb, graph, rows=slice(0, seeds.size), pruned=pruned), nodes
+    xb, xb_t = expression_tensors(rows)  # stays sparse when X is (X W1 then uses it)
+    # ||X[seeds]||^2 from the host rows: the seeds are the first rows
+    seed_values = (rows.data[: rows.indptr[seeds.size]] if sp.issparse(rows)
+                   else np.asarray(rows[: seeds.size]))
+    x_sq = torch.as_tensor(np.square(seed_values, dtype=np.float64).sum())
+    batch = Batch(xb, graph, rows=slice(0, seeds.size), x_sq=x_sq, pruned=pruned, x_t=xb_t)
+    return batch, nodes
 
 
 def _subgraph(adj: sp.csr_matrix, nodes: np.ndarray, n_full_rows: int) -> NeighbourGraph:
