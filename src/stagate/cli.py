@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -163,11 +164,14 @@ def run(input_path: Path, n_domains: int, label_key: str | None, input_format: s
     from ._pipeline import run_pipeline, write_outputs
 
     cfg = _config(n_domains, label_key, opts, input_path=str(input_path))
+    t = time.perf_counter()
     adata = io.read(input_path, input_format, coordinates=coords, bin_size=bin_size,
                     x_col=x_col, y_col=y_col)
+    read_s = time.perf_counter() - t
     result, summary = run_pipeline(adata, cfg, copy=False)
     if _is_secondary_rank():
         return
+    summary["seconds"]["read"] = round(read_s, 3)
     write_outputs(result, summary, opts["out"], force=opts["force"])
     _report(summary, opts["out"])
 

@@ -95,6 +95,7 @@ class STAGATE:
         batch_size = self._resolve_batch_size(adata.n_obs)
         if n_ranks > 1 and batch_size is None:  # full batch = one batch of every spot
             batch_size = adata.n_obs
+        self.batch_size_ = batch_size  # None: full batch
         generator = torch.Generator().manual_seed(int(self.random_state))
         if batch_size is None:
             data = model_input(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,

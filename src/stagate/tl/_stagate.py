@@ -118,7 +118,8 @@ def write_results(adata: AnnData, model: STAGATE, *, key_added: str) -> None:
     adata.obsp[_keys.attention_key(key_added)] = model.attention_
     adata.uns[key_added] = {
         "params": {k: (str(v) if v is None else v) for k, v in model.get_params().items()}
-        | {"device_used": str(model.device_)},
+        | {"device_used": str(model.device_),
+           "batch_size_used": getattr(model, "batch_size_", None) or "full batch"},
         "loss": np.asarray(model.history_, dtype=np.float64),
         "genes": np.asarray(model.genes_, dtype=str),
         "train_seconds": float(model.train_seconds_),
