@@ -47,6 +47,28 @@ def input_file(name: str, tmp: Path) -> Path:
     return out
 
 
+def run_once(name: str, path: Path, seed: int, *, device: str, out: Path,
+             extra: list[str]) -> dict:
+    """One `stagate run` process on dataset `name` (file `path`); its summary as a row."""
+    spec = DATASETS[name]
+    cmd = [sys.executable, "-m", "stagate", "run", str(path), "--n-domains",
+           str(spec["n_domains"]), "--label-key", spec["label_key"], "--seed", str(seed),
+           "--device", device, "--out", str(out), "--quiet", "--no-umap", "--force", *extra]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=os.environ | {"PYTHONWARNINGS": "ignore"})
+    wall = time.perf_counter() - t0
+    s = json.loads((out / "summary.json").read_text())
+    print(f"{name} seed {seed} {' '.join(extra)}: ARI {s['ari']:.3f} NMI {s['nmi']:.3f} "
+          f"train {s['seconds']['train']:.1f}s total {s['seconds']['total']:.1f}s", flush=True)
+    return {"dataset": name, "seed": seed, "ari": s["ari"], "nmi": s["nmi"],
+            "seconds": s["seconds"], "process_wall_s": round(wall, 2), "device": s["device"],
+            "batch_size_used": s.get("batch_size_used"), "version": s["version"],
+            "mean_neighbors": s["mean_neighbors"], "options": extra,
+            "machine": {"cpu": platform.processor() or platform.machine(),
+                        "cores": os.cpu_count()},
+            "date": time.strftime("%Y-%m-%d")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -64,32 +86,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name in args.datasets:
-            spec = DATASETS[name]
             path = input_file(name, tmp)
             for seed in args.seeds:
                 out = (args.keep / f"{name}_seed{seed}") if args.keep else tmp / f"{name}_{seed}"
-                cmd = [sys.executable, "-m", "stagate", "run", str(path), "--n-domains",
-                       str(spec["n_domains"]), "--label-key", spec["label_key"], "--seed",
-                       str(seed), "--device", args.device, "--out", str(out), "--quiet",
-                       "--no-umap", "--force",
-                       *args.extra]
-                t0 = time.perf_counter()
-                subprocess.run(cmd, check=True, env=os.environ | {"PYTHONWARNINGS": "ignore"})
-                wall = time.perf_counter() - t0
-                s = json.loads((out / "summary.json").read_text())
-                row = {"dataset": name, "seed": seed, "ari": s["ari"], "nmi": s["nmi"],
-                       "seconds": s["seconds"], "process_wall_s": round(wall, 2),
-                       "device": s["device"], "version": s["version"],
-                       "mean_neighbors": s["mean_neighbors"], "options": args.extra,
-                       "machine": {"cpu": platform.processor() or platform.machine(),
-                                   "cores": os.cpu_count()},
-                       "date": time.strftime("%Y-%m-%d")}
+                row = run_once(name, path, seed, device=args.device, out=out, extra=args.extra)
                 rows.append(row)
                 with results.open("a") as fh:
                     fh.write(json.dumps(row) + "\n")
-                print(f"{name} seed {seed}: ARI {s['ari']:.3f} NMI {s['nmi']:.3f} "
-                      f"train {s['seconds']['train']:.1f}s total {s['seconds']['total']:.1f}s",
-                      flush=True)
     print("\n| dataset | ARI mean | ARI sd | ARIs | train s (median) | total s (median) |")
     print("|---|---|---|---|---|---|")
     for name in args.datasets:

@@ -88,12 +88,14 @@ def summarise(results: Path) -> str:
         r = json.loads(line)
         if r.get("command") == "stagate run":  # older rows timed `stagate demo`
             rows[r["n_spots"]] = r
-    out = ["| spots | mode | wall s | x per 10x spots | train s/epoch | peak RSS GB | "
-           "read / preprocess / graph / train / cluster / write s |", "|---|---|---|---|---|---|---|"]
+    out = ["| spots | mode | wall s | wall growth per 10x spots | train s/epoch | peak RSS GB | "
+           "read / preprocess / graph / train / cluster / write s |",
+           "|---|---|---|---|---|---|---|"]
     prev = None
     for n in sorted(rows):
         r, s = rows[n], rows[n]["seconds"]
-        growth = "" if prev is None else f"{r['wall_s'] / prev['wall_s'] / (n / prev['n_spots']) * 10:.1f}"
+        growth = ("" if prev is None else
+                  f"{r['wall_s'] / prev['wall_s'] * 10 / (n / prev['n_spots']):.1f}")
         stages = " / ".join(f"{s.get(k, float('nan')):.1f}" for k in
                             ("read", "preprocess", "graph", "train", "cluster", "write"))
         out.append(f"| {n:,} | {r['batch_size_used']} | {r['wall_s']:.1f} | {growth} | "

@@ -81,13 +81,42 @@ def test_epochs_shuffle_reproducibly(sim):
     assert np.array_equal(np.sort(np.concatenate(first)), np.arange(sim.n_obs))
 
 
-def test_batches_are_spatially_compact(sim):
-    plan = MinibatchPlan(sim.obsp["spatial_connectivities"], sim.X, batch_size=100)
+@pytest.mark.parametrize("tiles", ["rcm", "kd_tree"])
+def test_batches_are_spatially_compact(sim, tiles):
+    coords = sim.obsm["spatial"] if tiles == "kd_tree" else None
+    plan = MinibatchPlan(sim.obsp["spatial_connectivities"], sim.X, batch_size=100,
+                         coordinates=coords)
     halo = [neighbourhood_batch(s, plan.adj, plan.x)[1].size / s.size for s in plan.seeds(0)]
     rng = np.random.default_rng(0)
     random = [neighbourhood_batch(np.sort(s), plan.adj, plan.x)[1].size / s.size
               for s in np.array_split(rng.permutation(sim.n_obs), 4)]
     assert np.mean(halo) < 0.6 * np.mean(random)
+
+
+def test_kd_tree_tiles_partition_the_spots_and_keep_halos_thin_as_tissue_grows():
+    # a square grid: RCM cuts bands as wide as the tissue, k-d tree tiles stay square
+    def halo(side, coordinates):
+        i, j = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+        coords = np.c_[i.ravel(), j.ravel()].astype(float)
+        n = side * side
+        right = np.flatnonzero(j.ravel() < side - 1)
+        down = np.flatnonzero(i.ravel() < side - 1)
+        rows = np.r_[right, down]
+        cols = np.r_[right + 1, down + side]
+        adj = sp.coo_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
+        adj = (adj + adj.T).tocsr()
+        plan = MinibatchPlan(adj, sp.csr_matrix((n, 1), dtype=np.float32), batch_size=400,
+                             coordinates=coords if coordinates else None)
+        seeds = np.concatenate(plan.chunks)
+        assert np.array_equal(np.sort(seeds), np.arange(n))  # every spot once
+        assert max(c.size for c in plan.chunks) <= 400
+        nodes = sum(neighbourhood_batch(c, plan.adj, plan.x)[1].size for c in plan.chunks)
+        return nodes / n
+
+    # measured: k-d tiles 1.41 (60 x 60) and 1.45 (200 x 200); RCM bands 1.39 and 2.34
+    assert halo(200, True) < 1.5 < halo(200, False)
+    assert abs(halo(200, True) - halo(60, True)) < 0.05  # independent of the tissue size
+    assert halo(200, False) > halo(60, False) + 0.1  # RCM bands: grows with the tissue
 
 
 def test_batched_inference_equals_full_graph_inference(sim):

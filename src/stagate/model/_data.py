@@ -85,7 +85,8 @@ def minibatch_plan(
     x = expression_matrix(adata, genes, layer)
     x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, np.float32)
     pruned = spatial_graph(adata, pruned_key) if pruned_key is not None else None
+    coordinates = adata.obsm.get(_keys.SPATIAL)
     plan = MinibatchPlan(spatial_graph(adata, graph_key), x, batch_size=batch_size,
-                         random_state=random_state, pruned_adj=pruned)
+                         random_state=random_state, pruned_adj=pruned, coordinates=coordinates)
     plan.genes = adata.var_names[genes].to_numpy()
     return plan

@@ -149,7 +149,7 @@ class STAGATE:
         z = np.empty((n, self.latent_dim), dtype=np.float32)
         x_hat = np.empty((n, len(self.genes_)), dtype=np.float32)
         rows, cols, vals = [], [], []
-        for seeds in np.array_split(plan.order, len(plan)):  # compact chunks: thin halos
+        for seeds in plan.chunks:  # compact tiles: thin halos
             batch, nodes = neighbourhood_batch(seeds, plan.adj, plan.x,
                                                pruned_adj=plan.pruned_adj)
             batch = batch.to(self.device_)

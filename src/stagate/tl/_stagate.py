@@ -106,8 +106,8 @@ def stagate(
 
 def write_results(adata: AnnData, model: STAGATE, *, key_added: str) -> None:
     """Store a fitted model's outputs in `adata` under `key_added`, logging each key."""
-    adata.obsm[key_added] = model.embedding_.astype(np.float32)
-    recon = model.reconstruction_.astype(np.float32)
+    adata.obsm[key_added] = model.embedding_.astype(np.float32, copy=False)
+    recon = model.reconstruction_.astype(np.float32, copy=False)
     if len(model.genes_) == adata.n_vars and (adata.var_names == model.genes_).all():
         adata.layers[_keys.recon_key(key_added)] = recon
         where = f"layers[{_keys.recon_key(key_added)!r}]"
