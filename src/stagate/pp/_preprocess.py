@@ -85,14 +85,32 @@ def preprocess(
         )
         log.info("selected %d highly variable genes (seurat_v3)", n_top_genes)
 
-    work = AnnData(sp.csr_matrix(target.layers[_keys.COUNTS_LAYER], dtype=np.float32, copy=True))
-    sc.pp.normalize_total(work, target_sum=target_sum)  # in place on the one float copy
-    np.log1p(work.X.data, out=work.X.data)
-    target.X = work.X
-    if subset:
-        target._inplace_subset_var(target.var["highly_variable"].to_numpy())
+    hvg = target.var["highly_variable"].to_numpy(dtype=bool)
+    if subset and not hvg.all():
+        # subset before normalising: only the model's genes get a float copy (the totals
+        # above cover every gene, as normalise-then-subset would); X and the counts layer
+        # are one matrix here, so it is subset once
+        if target.X is target.layers[_keys.COUNTS_LAYER]:
+            target.X = None
+        target._inplace_subset_var(hvg)
+    target.X = log_normalise(target.layers[_keys.COUNTS_LAYER], totals, target_sum)
     target.uns["stagate_preprocess"] = {
         "params": {"n_top_genes": n_top_genes, "target_sum": target_sum, "layer": layer,
                    "subset": subset, "flavor": "seurat_v3"}
     }
     return target if copy else None
+
+
+def log_normalise(counts: sp.csr_matrix, totals: np.ndarray, target_sum: float) -> sp.csr_matrix:
+    """``log1p(counts / totals * target_sum)`` as float32 CSR, one copy of `counts`.
+
+    The arithmetic of scanpy's ``normalize_total`` (per-row factor ``totals / target_sum`` in
+    float32, then a division), so the result is bit-identical to it; the totals are passed
+    in because they must cover every gene while `counts` may hold only the selected ones.
+    """
+    x = sp.csr_matrix(counts, dtype=np.float32, copy=True)
+    factor = totals.astype(np.float32) / target_sum
+    factor[factor == 0] = 1  # spots without counts are rejected earlier; never divide by 0
+    np.true_divide(x.data, np.repeat(factor, np.diff(x.indptr)), out=x.data)
+    np.log1p(x.data, out=x.data)
+    return x
