@@ -36,7 +36,7 @@ def n_parameters(model: str, d: int, g: int) -> int:
 
 
 def m_step(x: np.ndarray, z: np.ndarray, model: str) -> MixtureParams:
-    """Weights, means and covariances from responsibilities `z` (n, G)."""
+    """Weights, means and covariances from responsibilities `z` (n, G; rows sum to 1)."""
     n, d = x.shape
     nk = z.sum(axis=0)
     if nk.min() <= _RTEPS:
@@ -45,25 +45,43 @@ def m_step(x: np.ndarray, z: np.ndarray, model: str) -> MixtureParams:
                f"ask for fewer components.")
         raise MclustError(msg)
     means = (z.T @ x) / nk[:, None]
+    if model in ("EEE", "EII"):  # one covariance shared by all components
+        pooled = _pooled_scatter(x, means, nk)
+        if model == "EII":
+            pooled = np.trace(pooled) / d * np.eye(d)
+        sigma = np.broadcast_to(pooled / n, (z.shape[1], d, d))
+        return _with_cholesky(sigma, nk / n, means, model)
     scatter = np.empty((z.shape[1], d, d))
     for k in range(z.shape[1]):
         r = (x - means[k]) * np.sqrt(z[:, k])[:, None]
         scatter[k] = r.T @ r
-    if model == "EEE":
-        sigma = np.broadcast_to(scatter.sum(0) / n, scatter.shape)
-    elif model == "VVV":
+    if model == "VVV":
         sigma = scatter / nk[:, None, None]
-    elif model == "EII":
-        var = np.trace(scatter.sum(0)) / (n * d)
-        sigma = np.broadcast_to(var * np.eye(d), scatter.shape)
     elif model == "VII":
         var = np.trace(scatter, axis1=1, axis2=2) / (nk * d)
         sigma = var[:, None, None] * np.eye(d)
     else:
         msg = f"model == {model!r}, must be one of {MODELS}."
         raise ValueError(msg)
-    chol = np.empty_like(scatter)
-    for k in range(z.shape[1]):
+    return _with_cholesky(sigma, nk / n, means, model)
+
+
+def _pooled_scatter(x: np.ndarray, means: np.ndarray, nk: np.ndarray) -> np.ndarray:
+    """``sum_k sum_i z_ik (x_i - mu_k)(x_i - mu_k)^T`` when each row of z sums to 1:
+    the total scatter minus the between-component scatter. One (d, n) x (n, d) product
+    instead of one per component; both are taken about the overall mean, which keeps the
+    subtraction well conditioned."""
+    centre = x.mean(axis=0)
+    xc = x - centre
+    mc = (means - centre) * np.sqrt(nk)[:, None]
+    return xc.T @ xc - mc.T @ mc
+
+
+def _with_cholesky(sigma: np.ndarray, weights: np.ndarray, means: np.ndarray,
+                   model: str) -> MixtureParams:
+    """Parameters with the upper Cholesky factors of `sigma`; singular ones raise."""
+    chol = np.empty(sigma.shape)
+    for k in range(sigma.shape[0]):
         try:
             chol[k] = np.linalg.cholesky(sigma[k]).T
         except np.linalg.LinAlgError:
@@ -73,7 +91,7 @@ def m_step(x: np.ndarray, z: np.ndarray, model: str) -> MixtureParams:
             msg = (f"singular covariance in model {model} (component {k + 1}): the data are "
                    f"(nearly) degenerate; try a simpler model (e.g. 'EII') or fewer components.")
             raise MclustError(msg)
-    return MixtureParams(nk / n, means, chol)
+    return MixtureParams(weights, means, chol)
 
 
 def log_densities(x: np.ndarray, params: MixtureParams) -> np.ndarray:
@@ -81,6 +99,14 @@ def log_densities(x: np.ndarray, params: MixtureParams) -> np.ndarray:
     n, d = x.shape
     g = params.means.shape[0]
     out = np.empty((n, g))
+    if g > 1 and np.all(params.chol == params.chol[0]):  # shared covariance (EEE, EII)
+        u = params.chol[0]
+        centre = x.mean(axis=0)  # about the overall mean: a well-conditioned expansion
+        w = solve_triangular(u, (x - centre).T, trans="T")  # one solve for every component
+        m = solve_triangular(u, (params.means - centre).T, trans="T")
+        maha = np.einsum("ij,ij->j", w, w)[:, None] - 2 * (w.T @ m) + np.einsum("ij,ij->j", m, m)
+        logdet = np.log(np.abs(np.diag(u))).sum()
+        return np.log(params.weights) - 0.5 * d * np.log(2 * np.pi) - logdet - maha / 2
     for k in range(g):
         u = params.chol[k]
         w = solve_triangular(u, (x - params.means[k]).T, trans="T")  # U^T w = x - mu
