@@ -101,3 +101,22 @@ def test_bad_arguments():
         mclust(np.random.default_rng(0).normal(size=(10, 2)), 11)
     with pytest.raises(ValueError, match="NaN"):
         mclust(np.full((10, 2), np.nan), 2)
+
+
+def test_shared_covariance_shortcuts_equal_the_per_component_sums(rng):
+    # EEE/EII: pooled scatter in one product and one triangular solve for all components
+    from stagate.cluster._em import MixtureParams, _pooled_scatter, log_densities
+
+    x = rng.normal(3.0, 1.0, (500, 4))
+    z = rng.dirichlet(np.ones(3), size=500)  # soft responsibilities, rows sum to 1
+    nk = z.sum(0)
+    means = (z.T @ x) / nk[:, None]
+    direct = sum(((x - means[k]) * z[:, [k]]).T @ (x - means[k]) for k in range(3))
+    np.testing.assert_allclose(_pooled_scatter(x, means, nk), direct, rtol=1e-10)
+
+    u = np.linalg.cholesky(direct / 500).T
+    shared = MixtureParams(nk / 500, means, np.stack([u] * 3))
+    perturbed = MixtureParams(nk / 500, means, np.stack([u, u, u * (1 + 1e-12)]))
+    # the second takes the general per-component path
+    np.testing.assert_allclose(log_densities(x, shared), log_densities(x, perturbed),
+                               rtol=1e-9)
