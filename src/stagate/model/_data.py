@@ -12,7 +12,7 @@ from anndata import AnnData
 from .. import _keys
 from .._validation import StagateInputError, check_finite_expression
 from ..module import NeighbourGraph
-from ..train._batch import expression_tensors
+from ..train._batch import Batch, expression_tensors
 from ..train._minibatch import MinibatchPlan
 
 
@@ -22,6 +22,11 @@ class ModelInput:
     genes: np.ndarray  # names of the G model genes
     graph: NeighbourGraph
     pruned: dict
+    x_t: torch.Tensor | None = None  # CSR transpose of a sparse x (for X^T dH), else None
+
+    def batch(self) -> Batch:
+        """The full-batch training/inference step over every spot."""
+        return Batch(self.x, self.graph, pruned=self.pruned, x_t=self.x_t)
 
 
 def model_genes(adata: AnnData, use_hvg: bool) -> np.ndarray:
@@ -46,11 +51,6 @@ def expression_matrix(adata: AnnData, genes: np.ndarray, layer: str | None):
     return x
 
 
-def expression_tensor(adata: AnnData, genes: np.ndarray, layer: str | None) -> torch.Tensor:
-    """The log-normalised expression of `genes` as float32, sparse CSR when sparse enough."""
-    return expression_tensors(expression_matrix(adata, genes, layer))[0]
-
-
 def spatial_graph(adata: AnnData, graph_key: str) -> sp.csr_matrix:
     key = _keys.conn_key(graph_key)
     if key not in adata.obsp:
@@ -71,9 +71,10 @@ def model_input(
     if pruned_key is not None:
         pg = NeighbourGraph.from_scipy(spatial_graph(adata, pruned_key))
         pruned = {"pruned_graph": pg, "pruned_edges": graph.edge_positions(pg)}
-    x = expression_tensor(adata, genes, layer)
-    return ModelInput(x=x, genes=adata.var_names[genes].to_numpy(), graph=graph, pruned=pruned)
-
+    # float32, sparse CSR with its transpose when sparse enough (transposed once, by scipy)
+    x, x_t = expression_tensors(expression_matrix(adata, genes, layer))
+    return ModelInput(x=x, genes=adata.var_names[genes].to_numpy(), graph=graph, pruned=pruned,
+                      x_t=x_t)
 
 
 def minibatch_plan(

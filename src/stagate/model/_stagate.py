@@ -101,7 +101,7 @@ class STAGATE:
             data = model_input(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,
                                pruned_key=pruned_key)
             genes, n_obs = data.genes, data.x.shape[0]
-            batches = [Batch(data.x, data.graph, pruned=data.pruned).to(self.device_)]
+            batches = [data.batch().to(self.device_)]
             n_edges = data.graph.n_edges
         else:
             plan = minibatch_plan(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,
@@ -227,7 +227,7 @@ class STAGATE:
         sub = adata[:, self.genes_]
         data = model_input(sub, layer=layer, use_hvg=False, graph_key=graph_key,
                            pruned_key=pruned_key if self.alpha > 0 else None)
-        batch = Batch(data.x, data.graph, pruned=data.pruned).to(self.device_)
+        batch = data.batch().to(self.device_)
         self.module_.to(self.device_)
         return self.module_.encode(batch.x, batch.graph, **batch.inputs).z.cpu().numpy()
 
