@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import anndata as ad
+from compare import machine
 
 from stagate._pipeline import _h5ad_safe
 
@@ -64,8 +64,7 @@ def run_once(name: str, path: Path, seed: int, *, device: str, out: Path,
             "seconds": s["seconds"], "process_wall_s": round(wall, 2), "device": s["device"],
             "batch_size_used": s.get("batch_size_used"), "version": s["version"],
             "mean_neighbors": s["mean_neighbors"], "options": extra,
-            "machine": {"cpu": platform.processor() or platform.machine(),
-                        "cores": os.cpu_count()},
+            "machine": machine(),
             "date": time.strftime("%Y-%m-%d")}
 
 

@@ -12,14 +12,12 @@ Writes bench/results/gemm_throughput_<machine>.json with GFLOP/s, the number beh
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from compare import machine
 from scipy.linalg import blas
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +47,7 @@ def main() -> None:
                      "syrk_ms": round(syrk * 1e3, 2), "gemm_over_syrk": round(gemm / syrk, 2)})
         print(rows[-1], flush=True)
     out = {"results": rows, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "machine": {"cpu": platform.processor() or platform.machine(),
-                       "cores": os.cpu_count()}, "date": time.strftime("%Y-%m-%d")}
+           "machine": machine(), "date": time.strftime("%Y-%m-%d")}
     path = ROOT / "bench" / "results" / "gemm_throughput_cpu.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path}")

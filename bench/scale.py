@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from compare import machine  # CPU model from /proc/cpuinfo, cores, platform
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,16 +45,6 @@ import sys
 from stagate.datasets import simulate
 simulate(int(sys.argv[1]), n_domains=6, random_state=0).write_h5ad(sys.argv[2])
 """
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_size(n: int, epochs: int, device: str) -> dict:
@@ -78,7 +69,7 @@ def run_size(n: int, epochs: int, device: str) -> dict:
             "seconds": summary["seconds"],
             "train_s_per_epoch": round(summary["seconds"]["train"] / epochs, 2),
             "ari": summary["ari"], "simulate_s_untimed": round(simulate_s, 1),
-            "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
+            "machine": machine(),
             "date": time.strftime("%Y-%m-%d")}
 
 
