@@ -52,14 +52,8 @@ def expression_matrix(adata: AnnData, genes: np.ndarray, layer: str | None):
 
 
 def spatial_graph(adata: AnnData, graph_key: str) -> sp.csr_matrix:
-    key = _keys.conn_key(graph_key)
-    if key not in adata.obsp:
-        msg = (
-            f"adata.obsp[{key!r}] not found. Build the spatial network first with "
-            f"stagate.pp.spatial_network(adata) (or squidpy.gr.spatial_neighbors)."
-        )
-        raise StagateInputError(msg)
-    return sp.csr_matrix(adata.obsp[key])
+    """The connectivities of the graph `graph_key`, found through its ``uns`` record."""
+    return sp.csr_matrix(adata.obsp[_keys.graph_keys(adata, graph_key)[0]])
 
 
 def model_input(

@@ -53,10 +53,7 @@ def prune_network(
     ``obsp['{{key_added}}_connectivities']``, ``obsp['{{key_added}}_distances']`` and
     ``obs['{{key_added}}_precluster']``.
     """
-    conn_key = _keys.conn_key(graph_key)
-    if conn_key not in adata.obsp:
-        msg = f"adata.obsp[{conn_key!r}] not found. Run stagate.pp.spatial_network(adata) first."
-        raise StagateInputError(msg)
+    graph_conn, graph_dist, _ = _keys.graph_keys(adata, graph_key)
     if labels_key is not None:
         if labels_key not in adata.obs:
             msg = f"labels_key {labels_key!r} is not a column of adata.obs."
@@ -67,8 +64,8 @@ def prune_network(
     codes = np.unique(labels, return_inverse=True)[1]
 
     target = adata.copy() if copy else adata
-    for make in (_keys.conn_key, _keys.dist_key):
-        m = sp.csr_matrix(adata.obsp[make(graph_key)]).tocoo()
+    for make, source in ((_keys.conn_key, graph_conn), (_keys.dist_key, graph_dist)):
+        m = sp.csr_matrix(adata.obsp[source]).tocoo()
         same = codes[m.row] == codes[m.col]
         pruned = sp.csr_matrix((m.data[same], (m.row[same], m.col[same])), shape=m.shape)
         pruned.sort_indices()

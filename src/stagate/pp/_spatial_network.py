@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 from scipy.spatial import cKDTree
@@ -14,6 +14,7 @@ from .. import _keys
 from .._docs import DOC_ADATA, DOC_COPY, DOC_LIBRARY_KEY, DOC_SPATIAL_KEY, doc_params
 from .._logging import log
 from .._validation import StagateInputError, check_coordinates, check_unique_spots
+from ._sections import between_section_edges, default_between_radius, section_categories
 
 #: relative gap between consecutive pair distances that marks a lattice shell (Visium, ST)
 _LATTICE_GAP = 0.1
@@ -28,19 +29,28 @@ def spatial_network(
     n_neighbors: int | None = None,
     target_neighbors: float = 8.0,
     library_key: str | None = None,
+    section_order: Sequence[str] | None = None,
+    between_radius: float | Literal["auto"] | None = None,
     spatial_key: str = _keys.SPATIAL,
     key_added: str = _keys.GRAPH,
     copy: bool = False,
 ) -> AnnData | None:
-    """Build the spatial neighbour network (SNN) of each section.
+    """Build the spatial neighbour network (SNN) of each section, or the 3-D network of a stack.
 
-    Three models, one per call:
+    Three models for the graph within a section, one per call:
 
     - radius model (``radius=r``): spots closer than `r` are neighbours (symmetric);
     - KNN model (``n_neighbors=k``): each spot's `k` nearest spots (row i lists them);
     - automatic radius (default): a radius chosen from the data so that the mean number of
       neighbours is close to `target_neighbors`. On a lattice (Visium, ST) it snaps to the gap
       after a full shell of neighbours, e.g. the 6 nearest on Visium's hexagonal grid.
+
+    Sections (`library_key`) each get their own graph, and no edge joins two of them, unless
+    `between_radius` is given: then the graphs are stacked into the 3-D network of
+    consecutive sections (the original's ``Cal_Spatial_Net_3D``), which adds an edge between
+    every two spots of *adjacent* sections (in `section_order`) whose x-y positions are closer
+    than `between_radius`. Sections that were not imaged in one frame must be aligned first
+    (:func:`stagate.pp.align_sections`, then ``spatial_key='spatial_aligned'``).
 
     Parameters
     ----------
@@ -52,9 +62,20 @@ def spatial_network(
     target_neighbors
         Automatic radius: wanted mean number of neighbours (the paper: 6-15; 6 on Visium).
     {library_key}
+    section_order
+        Order of the sections in the stack (every label of ``obs[library_key]`` once). Default:
+        the categories' order when the column is categorical, else the labels' natural order
+        ("2" before "10").
+    between_radius
+        3-D network: radius in x-y (units of ``obsm[spatial_key]``) joining spots of adjacent
+        sections. ``"auto"`` measures it from the data: the within-section radius (under the
+        KNN model, the 95th percentile of the within-section edge lengths), so a spot is linked
+        to the spots of the next section that would be its neighbours in its own section.
+        None (default): no edges between sections.
     {spatial_key}
     key_added
-        Prefix of the keys written (squidpy's convention).
+        Prefix of the keys written (squidpy's convention); use a new one (e.g.
+        ``'spatial_3d'``) to keep the 2-D graph beside the 3-D one.
     {copy}
 
     Returns
@@ -66,7 +87,11 @@ def spatial_network(
     ``obsp['{{key_added}}_distances']``
         CSR, Euclidean distance of each edge.
     ``uns['{{key_added}}_neighbors']``
-        Keys, parameters (the radius used) and neighbour-count statistics.
+        Keys, parameters (the radius used) and neighbour-count statistics. For a 3-D network
+        also ``edges``: the number of within- and between-section edges (stored entries of
+        the CSR: an undirected pair counts twice) and, per adjacent pair, ``between_pairs`` (``section_a``,
+        ``section_b``, ``n_edges``). An edge is a between-section edge exactly when its two
+        ends lie in different sections of ``obs[library_key]`` (:func:`between_section_mask`).
     """
     use_knn = n_neighbors is not None
     if use_knn and radius not in (None, "auto"):
@@ -82,8 +107,26 @@ def spatial_network(
         msg = f"radius == {radius}, must be > 0."
         raise ValueError(msg)
 
+    stack = between_radius is not None
+    if stack:
+        if library_key is None:
+            msg = ("between_radius builds the 3-D network of several sections; pass library_key, "
+                   "the obs column naming each spot's section.")
+            raise StagateInputError(msg)
+        if between_radius != "auto" and not (np.isfinite(between_radius) and between_radius > 0):
+            msg = f"between_radius == {between_radius}, must be > 0 (or 'auto')."
+            raise StagateInputError(msg)
+    if section_order is not None and library_key is None:
+        msg = "section_order needs library_key, the obs column naming each spot's section."
+        raise StagateInputError(msg)
     coords = check_coordinates(adata, spatial_key)
-    sections = _sections(adata, library_key)
+    sections = (None if library_key is None
+                else section_categories(adata, library_key, section_order))
+    if stack and len(sections.categories) < 2:
+        msg = (f"The 3-D network needs at least two sections, but adata.obs[{library_key!r}] "
+               f"holds one ({sections.categories[0]!r}); drop between_radius (command line: "
+               f"--sections joint) to model a single section.")
+        raise StagateInputError(msg)
     check_unique_spots(coords, adata.obs_names, None if sections is None else sections.codes)
     groups = [np.arange(adata.n_obs)] if sections is None else [
         np.flatnonzero(sections.codes == c) for c in range(len(sections.categories))
@@ -103,6 +146,25 @@ def spatial_network(
         rows, cols, dists = build(coords[idx], param)
         parts.append((idx[rows], idx[cols], dists))  # local -> global spot indices
     rows, cols, dists = (np.concatenate(p) for p in zip(*parts, strict=True))
+    n_within = rows.size
+    edges = None
+    if stack:
+        if between_radius == "auto":
+            between_radius = (param if mode == "radius"
+                              else default_between_radius(np.quantile(dists, 0.95, keepdims=True)
+                                                          if dists.size else dists))
+            log.info("automatic between-section radius %.4g", between_radius)
+        b_rows, b_cols, b_dists, pairs = between_section_edges(coords, sections,
+                                                               float(between_radius))
+        rows, cols = np.concatenate([rows, b_rows]), np.concatenate([cols, b_cols])
+        dists = np.concatenate([dists, b_dists])
+        edges = {"within": int(n_within), "between": int(b_rows.size),
+                 "between_pairs": {
+                     "section_a": np.array([p["sections"][0] for p in pairs], dtype=object),
+                     "section_b": np.array([p["sections"][1] for p in pairs], dtype=object),
+                     "n_edges": np.array([2 * p["n_edges"] for p in pairs], dtype=np.int64)}}
+        log.info("3-D network: %d within- and %d between-section edges over %d sections",
+                 edges["within"], edges["between"], len(sections.categories))
     shape = (adata.n_obs, adata.n_obs)
     dist = sp.csr_matrix((dists, (rows, cols)), shape=shape)
     conn = sp.csr_matrix((np.ones_like(dists, dtype=np.float32), (rows, cols)), shape=shape)
@@ -135,9 +197,14 @@ def spatial_network(
                    "n_neighbors": param if mode == "knn" else None,
                    "auto_radius": radius == "auto" and not use_knn,
                    "target_neighbors": target_neighbors if radius == "auto" else None,
-                   "library_key": library_key, "spatial_key": spatial_key},
+                   "library_key": library_key, "spatial_key": spatial_key,
+                   "section_order": (None if sections is None
+                                     else np.asarray(sections.categories, dtype=object)),
+                   "between_radius": float(between_radius) if stack else None},
         "stats": stats,
     }
+    if edges is not None:
+        target.uns[_keys.graph_uns_key(key_added)]["edges"] = edges
     log.info("spatial network: %d edges, %.2f neighbours per spot on average",
              conn.nnz, stats["mean_neighbors"])
     return target if copy else None
@@ -193,17 +260,20 @@ def auto_radius(sections: list[np.ndarray], target_neighbors: float) -> float:
     return float((d[i] + d[i + 1]) / 2)
 
 
-def _sections(adata: AnnData, library_key: str | None) -> pd.Categorical | None:
+def between_section_mask(adata: AnnData, graph_key: str = _keys.GRAPH) -> np.ndarray:
+    """For each stored edge of the graph `graph_key` (CSR order), whether it joins two sections.
+
+    The sections are those the graph was built with (``library_key`` in its ``uns`` record);
+    a graph built without sections has none.
+    """
+    conn_key, _, record = _keys.graph_keys(adata, graph_key)
+    conn = sp.csr_matrix(adata.obsp[conn_key])
+    library_key = record.get("params", {}).get("library_key")
     if library_key is None:
-        return None
-    if library_key not in adata.obs:
-        msg = f"library_key {library_key!r} is not a column of adata.obs."
-        raise StagateInputError(msg)
-    values = adata.obs[library_key]
-    if values.isna().any():
-        msg = f"adata.obs[{library_key!r}] has missing values; every spot needs a section."
-        raise StagateInputError(msg)
-    return pd.Categorical(values.astype(str))
+        return np.zeros(conn.nnz, dtype=bool)
+    codes = section_categories(adata, library_key).codes
+    rows = np.repeat(np.arange(conn.shape[0]), np.diff(conn.indptr))
+    return codes[rows] != codes[conn.indices]
 
 
 def _radius_edges(coords: np.ndarray, radius: float):

@@ -27,7 +27,8 @@ def refine_domains(
 
     Removes lone spots of one domain inside another, which clustering the embedding spot by
     spot leaves behind; a spot keeps its label on a tie with it. Uses the spatial network in
-    ``obsp['{{graph_key}}_connectivities']``, so refinement never crosses sections.
+    graph `graph_key`: refinement crosses sections only where that graph joins them (the
+    3-D graph of :func:`stagate.pp.spatial_network` with ``between_radius``).
 
     Parameters
     ----------
@@ -35,7 +36,7 @@ def refine_domains(
     domain_key
         Column of ``obs`` with the domains to refine (see :func:`stagate.tl.domains`).
     graph_key
-        Prefix of the spatial graph in ``obsp``.
+        Name of the spatial graph (its ``uns`` record gives the ``obsp`` keys).
     n_rounds
         How many rounds of voting.
     key_added
@@ -50,10 +51,7 @@ def refine_domains(
     if domain_key not in adata.obs:
         msg = f"adata.obs[{domain_key!r}] not found. Run `stagate.tl.domains(adata)` first."
         raise StagateInputError(msg)
-    conn = _keys.conn_key(graph_key)
-    if conn not in adata.obsp:
-        msg = f"adata.obsp[{conn!r}] not found. Run `stagate.pp.spatial_network(adata)` first."
-        raise StagateInputError(msg)
+    conn = _keys.graph_keys(adata, graph_key)[0]
     if int(n_rounds) < 1:
         msg = f"n_rounds == {n_rounds}, must be at least 1."
         raise ValueError(msg)
