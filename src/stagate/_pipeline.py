@@ -19,6 +19,7 @@ from anndata import AnnData
 from . import _keys, pl, pp, tl
 from ._logging import log
 from ._validation import StagateInputError, check_counts, check_n_domains
+from .pp._sections import section_categories
 from .train._loop import CONVERGENCE_TOL
 
 
@@ -38,6 +39,13 @@ class PipelineConfig:
     n_neighbors: int | None = None
     target_neighbors: float = 8.0
     library_key: str | None = None
+    # several sections
+    section_key: str | None = None  # obs column naming sections; None: one section
+    sections: str | None = None  # "joint3d", "joint", "separate"; None: joint3d if several
+    section_order: list | None = None
+    between_radius: float | str = "auto"
+    align: bool = False
+    spatial_key: str = _keys.SPATIAL
     # model
     alpha: float = 0.0
     n_epochs: int = 1000
@@ -71,27 +79,53 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
 
     t = time.perf_counter()
     adata = adata.copy() if copy else adata
+    mode = _section_mode(adata, cfg)
+    section_key = cfg.section_key if mode != "single" else None
+    if section_key is not None:  # categories in section order, for every step below
+        adata.obs[section_key] = section_categories(adata, section_key, cfg.section_order)
     if cfg.log_normalised:
         adata.var["highly_variable"] = True
     else:
         layer = _counts_layer(adata)
-        pp.preprocess(adata, n_top_genes=cfg.n_top_genes, layer=layer)
+        pp.preprocess(adata, n_top_genes=cfg.n_top_genes, layer=layer, batch_key=section_key)
     seconds["preprocess"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    pp.spatial_network(adata, radius=None if cfg.n_neighbors else cfg.radius,
-                       n_neighbors=cfg.n_neighbors, target_neighbors=cfg.target_neighbors,
-                       library_key=cfg.library_key)
+    spatial_key = cfg.spatial_key
+    if cfg.align:
+        pp.align_sections(adata, section_key, section_order=cfg.section_order,
+                          spatial_key=spatial_key, random_state=cfg.seed)
+        spatial_key = _keys.ALIGNED
+        seconds["align"] = time.perf_counter() - t
+        t = time.perf_counter()
+    graph_kwds = {"radius": None if cfg.n_neighbors else cfg.radius,
+                  "n_neighbors": cfg.n_neighbors, "target_neighbors": cfg.target_neighbors,
+                  "spatial_key": spatial_key}
+    pp.spatial_network(adata, library_key=section_key or cfg.library_key,
+                       section_order=cfg.section_order if section_key else None, **graph_kwds)
+    train_graph = _keys.GRAPH
+    if mode == "joint3d":
+        within = adata.uns[_keys.graph_uns_key()]["params"]
+        if within["mode"] == "radius":  # the same within-section radius, measured once
+            graph_kwds["radius"] = within["radius"]
+        pp.spatial_network(adata, library_key=section_key, section_order=cfg.section_order,
+                           between_radius=cfg.between_radius, key_added=_keys.GRAPH_3D,
+                           **graph_kwds)
+        train_graph = _keys.GRAPH_3D
     if cfg.alpha > 0:
-        pp.prune_network(adata, random_state=cfg.seed)
+        pp.prune_network(adata, graph_key=train_graph, random_state=cfg.seed)
     seconds["graph"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    tl.stagate(adata, alpha=cfg.alpha, n_epochs=cfg.n_epochs, lr=cfg.lr,
-               hidden_dim=cfg.hidden_dim, latent_dim=cfg.latent_dim, random_state=cfg.seed,
-               device=cfg.device, batch_size=cfg.batch_size, checkpoint=cfg.checkpoint,
-               step_every=cfg.step_every, tol=cfg.tol,
-               show_progress=cfg.show_progress)
+    train_kwds = {"alpha": cfg.alpha, "n_epochs": cfg.n_epochs, "lr": cfg.lr,
+                  "hidden_dim": cfg.hidden_dim, "latent_dim": cfg.latent_dim,
+                  "random_state": cfg.seed, "device": cfg.device, "batch_size": cfg.batch_size,
+                  "step_every": cfg.step_every, "tol": cfg.tol,
+                  "show_progress": cfg.show_progress}
+    if mode == "separate":
+        _fit_separately(adata, section_key, cfg, train_kwds)
+    else:
+        tl.stagate(adata, graph_key=train_graph, checkpoint=cfg.checkpoint, **train_kwds)
     seconds["train"] = time.perf_counter() - t
     from .train._distributed import world
 
@@ -99,7 +133,10 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         return adata, {}
 
     t = time.perf_counter()
-    tl.domains(adata, cfg.n_domains, method=cfg.cluster_method, key_added="stagate_domain")
+    if mode == "separate":  # each section's own clustering: domain names are not shared
+        _cluster_separately(adata, section_key, cfg)
+    else:
+        tl.domains(adata, cfg.n_domains, method=cfg.cluster_method, key_added="stagate_domain")
     if cfg.refine:
         tl.refine_domains(adata, "stagate_domain", key_added="stagate_domain_refined")
     seconds["cluster"] = time.perf_counter() - t
@@ -120,6 +157,7 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         "n_domains": int(cfg.n_domains),
         "mean_neighbors": graph["stats"]["mean_neighbors"],
         "n_isolated": graph["stats"]["n_isolated"],
+        "trained_on_graph": train_graph,
         "graph": {k: v for k, v in graph["params"].items() if v is not None},
         "seed": cfg.seed,
         "device": adata.uns[_keys.EMBEDDING]["params"]["device_used"],
@@ -132,9 +170,14 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpus": os.cpu_count()},
     }
+    if section_key is not None:
+        summary["sections"] = _sections_summary(adata, section_key, mode, spatial_key, cfg)
     if cfg.label_key is not None:
-        summary.update(tl.score_domains(adata, label_key=cfg.label_key,
-                                        domain_key="stagate_domain"))
+        scores = tl.score_domains(adata, label_key=cfg.label_key, domain_key="stagate_domain",
+                                  groupby=section_key)
+        if mode == "separate":  # domain names differ between sections: pooled ARI is void
+            scores = {"per_section": scores["per_section"]}
+        summary.update(scores)
         if cfg.refine:
             refined = tl.score_domains(adata, label_key=cfg.label_key,
                                        domain_key="stagate_domain_refined")
@@ -147,6 +190,125 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         summary["graph"]["radius_um"] = summary["graph"]["radius"] * summary["input"]["um_per_unit"]
     summary.update(cfg.extra)
     return adata, summary
+
+
+def _section_mode(adata: AnnData, cfg: PipelineConfig) -> str:
+    """"single", or how several sections are modelled: "joint3d", "joint", "separate"."""
+    if cfg.sections not in (None, "joint3d", "joint", "separate"):
+        msg = f"sections == {cfg.sections!r}, must be 'joint3d', 'joint' or 'separate'."
+        raise StagateInputError(msg)
+    if cfg.section_key is None:
+        if cfg.sections is not None or cfg.align:
+            what = "--align" if cfg.align else f"--sections {cfg.sections}"
+            msg = (f"{what} needs several sections: pass several inputs, or --section-key "
+                   f"naming the obs column of each spot's section.")
+            raise StagateInputError(msg)
+        return "single"
+    categories = section_categories(adata, cfg.section_key, cfg.section_order)
+    if len(categories.categories) < 2:
+        if cfg.sections is not None or cfg.align:
+            what = "--align" if cfg.align else f"--sections {cfg.sections}"
+            msg = (f"{what} needs several sections, but obs[{cfg.section_key!r}] holds one "
+                   f"({categories.categories[0]!r}).")
+            raise StagateInputError(msg)
+        return "single"
+    for name in categories.categories:
+        n = int((categories == name).sum())
+        if n < cfg.n_domains and cfg.sections == "separate":
+            msg = (f"Section {name!r} has {n} spots, fewer than --n-domains {cfg.n_domains}; "
+                   f"it cannot be clustered on its own (use --sections joint3d or joint).")
+            raise StagateInputError(msg)
+    return cfg.sections or "joint3d"
+
+
+def _fit_separately(adata: AnnData, section_key: str, cfg: PipelineConfig, kwds: dict) -> None:
+    """Train one model per section; gather embeddings, reconstructions and attention."""
+    import scipy.sparse as sp
+
+    order = list(adata.obs[section_key].cat.categories)
+    z = recon = None
+    att_blocks, losses, seconds, record = [], {}, 0.0, None
+    for name in order:
+        rows = np.flatnonzero((adata.obs[section_key] == name).to_numpy())
+        sub = adata[rows].copy()
+        ckpt = (None if cfg.checkpoint is None else
+                Path(cfg.checkpoint).with_name(f"{Path(cfg.checkpoint).stem}.{name}"
+                                               f"{Path(cfg.checkpoint).suffix}"))
+        log.info("section %s: training its own model on %d spots", name, sub.n_obs)
+        tl.stagate(sub, graph_key=_keys.GRAPH, checkpoint=ckpt, **kwds)
+        emb = sub.obsm[_keys.EMBEDDING]
+        rex = (sub.layers[_keys.recon_key()] if _keys.recon_key() in sub.layers
+               else np.asarray(sub.obsm[_keys.recon_key()]))
+        if z is None:
+            z = np.zeros((adata.n_obs, emb.shape[1]), np.float32)
+            recon = np.zeros((adata.n_obs, rex.shape[1]), np.float32)
+        z[rows], recon[rows] = emb, rex
+        att = sp.coo_matrix(sub.obsp[_keys.attention_key()])
+        att_blocks.append(sp.csr_matrix((att.data, (rows[att.row], rows[att.col])),
+                                        shape=(adata.n_obs, adata.n_obs)))
+        record = record or dict(sub.uns[_keys.EMBEDDING])
+        losses[name] = np.asarray(sub.uns[_keys.EMBEDDING]["loss"])
+        seconds += float(sub.uns[_keys.EMBEDDING]["train_seconds"])
+    adata.obsm[_keys.EMBEDDING] = z
+    if recon.shape[1] == adata.n_vars:
+        adata.layers[_keys.recon_key()] = recon
+    else:
+        adata.obsm[_keys.recon_key()] = pd.DataFrame(recon, index=adata.obs_names,
+                                                     columns=record["genes"])
+    attention = sum(att_blocks[1:], att_blocks[0]).tocsr()
+    attention.sort_indices()
+    adata.obsp[_keys.attention_key()] = attention
+    record["loss"] = losses[order[0]]
+    record["loss_per_section"] = losses
+    record["train_seconds"] = seconds
+    record["params"] = dict(record["params"]) | {"sections": "separate"}
+    adata.uns[_keys.EMBEDDING] = record
+
+
+def _cluster_separately(adata: AnnData, section_key: str, cfg: PipelineConfig) -> None:
+    labels = pd.Series("", index=adata.obs_names, dtype=object)
+    for name in adata.obs[section_key].cat.categories:
+        mask = (adata.obs[section_key] == name).to_numpy()
+        sub = AnnData(obs=pd.DataFrame(index=adata.obs_names[mask]))
+        sub.obsm[_keys.EMBEDDING] = adata.obsm[_keys.EMBEDDING][mask]
+        tl.domains(sub, cfg.n_domains, method=cfg.cluster_method, key_added="d")
+        labels[mask] = sub.obs["d"].astype(str).to_numpy()
+    cats = sorted(set(labels), key=lambda v: (len(v), v))
+    adata.obs["stagate_domain"] = pd.Categorical(labels.to_numpy(), categories=cats)
+
+
+def _sections_summary(adata: AnnData, section_key: str, mode: str, spatial_key: str,
+                      cfg: PipelineConfig) -> dict:
+    cats = adata.obs[section_key].cat.categories
+    out = {"key": section_key, "mode": mode, "order": [str(c) for c in cats],
+           "n_spots": {str(c): int((adata.obs[section_key] == c).sum()) for c in cats},
+           "aligned": bool(cfg.align), "coordinates": spatial_key,
+           "domains_shared": mode != "separate"}
+    info = adata.uns.get("stagate_sections", {})
+    if "genes_lost" in info:
+        out["genes_lost"] = dict(zip(map(str, info["order"]),
+                                     map(int, info["genes_lost"]), strict=True))
+    if mode == "joint3d":
+        record = adata.uns[_keys.graph_uns_key(_keys.GRAPH_3D)]
+        edges = record["edges"]
+        out["between_radius"] = record["params"]["between_radius"]
+        out["edges"] = {"within": edges["within"], "between": edges["between"],
+                        "between_pairs": [
+                            {"sections": [str(a), str(b)], "n_edges": int(n)}
+                            for a, b, n in zip(edges["between_pairs"]["section_a"],
+                                               edges["between_pairs"]["section_b"],
+                                               edges["between_pairs"]["n_edges"], strict=True)]}
+    if cfg.align:
+        out["transforms"] = {k: np.asarray(v).round(6).tolist()
+                             for k, v in adata.uns[_keys.ALIGNED]["transforms"].items()}
+    out["mixing"] = tl.section_mixing(adata, section_key=section_key,
+                                      domain_key="stagate_domain")
+    if mode == "separate":
+        out["mixing"]["note"] = ("separate models: each section's embedding lives in its own "
+                                 "space, so mixing is low by construction")
+    out["agreement"] = tl.section_agreement(adata, "stagate_domain", section_key=section_key,
+                                            spatial_key=spatial_key)
+    return out
 
 
 def _finite_or_none(value) -> float | None:
@@ -189,7 +351,7 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
     import matplotlib.pyplot as plt
 
     out = Path(out)
-    names = ["stagate.h5ad", "domains.png", "umap.png", "summary.json"]
+    names = ["stagate.h5ad", "domains.png", "domains_3d.png", "umap.png", "summary.json"]
     if out.exists() and not force and any((out / n).exists() for n in names):
         msg = f"{out} already holds results; pass --force to overwrite them."
         raise StagateInputError(msg)
@@ -202,9 +364,24 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
         title = f"STAGATE domains (K={summary['n_domains']})"
         if "ari" in summary:
             title += f", ARI {summary['ari']:.3f}"
-        ax = pl.domains(adata, key="stagate_domain", title=title)
-        ax.figure.savefig(tmp / "domains.png", dpi=150, bbox_inches="tight")
-        plt.close(ax.figure)
+        sections = summary.get("sections")
+        if sections is not None and not sections["domains_shared"]:
+            title += " (separate models: domain names differ between sections)"
+        ax = pl.domains(adata, key="stagate_domain", title=title,
+                        section_key=sections["key"] if sections else None)
+        fig = np.ravel(ax)[0].figure
+        fig.savefig(tmp / "domains.png", dpi=150, bbox_inches="tight")
+        plt.close(fig)
+        if sections is not None:
+            ax = pl.domains_3d(adata, key="stagate_domain", spatial_key=sections["coordinates"],
+                               section_key=sections["key"], title="STAGATE domains, stacked")
+            ax.figure.savefig(tmp / "domains_3d.png", dpi=150, bbox_inches="tight")
+            plt.close(ax.figure)
+        elif np.asarray(adata.obsm[graph_coordinates(adata)]).shape[1] == 3:
+            ax = pl.domains_3d(adata, key="stagate_domain",
+                               spatial_key=graph_coordinates(adata))
+            ax.figure.savefig(tmp / "domains_3d.png", dpi=150, bbox_inches="tight")
+            plt.close(ax.figure)
         if "X_umap" in adata.obsm:
             ax = pl.umap(adata, color="stagate_domain")
             ax.figure.savefig(tmp / "umap.png", dpi=150, bbox_inches="tight")
@@ -219,6 +396,12 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
     log.info("wrote %s", ", ".join(str(out / n) for n in names if (out / n).exists()))
 
 
+
+
+def graph_coordinates(adata: AnnData) -> str:
+    """The ``obsm`` key of the coordinates the spatial graph was built on."""
+    record = adata.uns.get(_keys.graph_uns_key(), {})
+    return record.get("params", {}).get("spatial_key") or _keys.SPATIAL
 
 
 def _h5ad_safe(adata: AnnData) -> AnnData:

@@ -56,7 +56,29 @@ def _shared_options(f):
         click.option("--target-neighbors", type=float, default=8.0, show_default=True,
                      help="Mean neighbours per spot wanted by the automatic radius."),
         click.option("--library-key", type=str, default=None,
-                     help="obs column naming sections; no edges between sections."),
+                     help="obs column naming sections; no edges between sections (one "
+                          "section analysed as several). For a stack use --section-key."),
+        click.option("--section-key", type=str, default=None,
+                     help="obs column naming the section of each spot: model several "
+                          "sections (see --sections). With several inputs, the column "
+                          "written (default 'section')."),
+        click.option("--sections", "sections_mode",
+                     type=click.Choice(["joint3d", "joint", "separate"]), default=None,
+                     help="Several sections: 'joint3d' (default) one model on the 3-D "
+                          "network joining adjacent sections; 'joint' one model, no edges "
+                          "between sections; 'separate' one model per section."),
+        click.option("--section-order", type=str, default=None,
+                     help="Comma-separated section names in stack order (default: the "
+                          "inputs' order, or the natural order of --section-key's labels)."),
+        click.option("--between-radius", type=str, default="auto", show_default=True,
+                     help="joint3d: x-y radius joining spots of adjacent sections, or 'auto' "
+                          "(the within-section radius)."),
+        click.option("--align", is_flag=True,
+                     help="Align each section rigidly onto the previous one (expression + "
+                          "position) before building the graph; for sections not imaged in "
+                          "one frame."),
+        click.option("--spatial-key", type=str, default="spatial", show_default=True,
+                     help="obsm key of the coordinates (e.g. spatial3d for a 3-D volume)."),
         click.option("--alpha", type=float, default=0.0, show_default=True,
                      help="Cell type-aware module weight (0 = off; 0.5 in the tutorial)."),
         click.option("--epochs", "n_epochs", type=int, default=1000, show_default=True,
@@ -113,12 +135,30 @@ def _config(n_domains, label_key, opts: dict, **extra):
         n_top_genes=opts["n_top_genes"], log_normalised=opts.get("log_normalised", False),
         radius=radius, n_neighbors=opts["n_neighbors"],
         target_neighbors=opts["target_neighbors"], library_key=opts["library_key"],
+        section_key=opts["section_key"], sections=opts["sections_mode"],
+        section_order=(None if not opts["section_order"] else
+                       [x.strip() for x in opts["section_order"].split(",") if x.strip()]),
+        between_radius=_between_radius(opts["between_radius"]), align=opts["align"],
+        spatial_key=opts["spatial_key"],
         alpha=opts["alpha"], n_epochs=opts["n_epochs"], lr=opts["lr"],
         batch_size=_batch_size(opts["batch_size"]), checkpoint=opts["checkpoint"],
         step_every=opts["step_every"], tol=opts["tol"] or None,
         cluster_method=opts["cluster_method"], refine=opts["refine"], umap=not opts["no_umap"],
         show_progress=not opts["quiet"], extra=extra,
     )
+
+
+def _between_radius(value: str):
+    if value == "auto":
+        return value
+    try:
+        radius = float(value)
+    except ValueError:
+        radius = float("nan")
+    if not radius > 0 or radius == float("inf"):
+        msg = f"--between-radius must be a positive number or 'auto', got {value!r}."
+        raise click.UsageError(msg)
+    return radius
 
 
 def _batch_size(value: str):
@@ -135,7 +175,8 @@ def _batch_size(value: str):
 
 
 @cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
+@click.argument("input_paths", metavar="INPUT...", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
 @click.option("--format", "input_format",
               type=click.Choice(["auto", "h5ad", "visium", "slideseq", "stereoseq", "imaging"]),
               default="auto", show_default=True,
@@ -154,19 +195,34 @@ def _batch_size(value: str):
 @click.option("--log-normalised", is_flag=True,
               help="X is already log-normalised (skip HVG selection and normalisation).")
 @_shared_options
-def run(input_path: Path, n_domains: int, label_key: str | None, input_format: str,
-        coords: Path | None, bin_size: int, x_col: str | None, y_col: str | None,
-        **opts) -> None:
+def run(input_paths: tuple[Path, ...], n_domains: int, label_key: str | None,
+        input_format: str, coords: Path | None, bin_size: int, x_col: str | None,
+        y_col: str | None, **opts) -> None:
     """Find spatial domains in INPUT: an .h5ad (raw counts in X or layers['counts'],
     coordinates in obsm['spatial']), a Space Ranger folder, a Stereo-seq GEM file, or a
-    Slide-seq / imaging count matrix with its coordinates table."""
+    Slide-seq / imaging count matrix with its coordinates table.
+
+    Several INPUTs are sections of one tissue, in stack order: they are modelled together
+    (--sections), on the genes they share; obs['section'] names each spot's input."""
     from . import io
     from ._pipeline import run_pipeline, write_outputs
 
-    cfg = _config(n_domains, label_key, opts, input_path=str(input_path))
+    if len(input_paths) > 1:
+        opts["section_key"] = opts["section_key"] or "section"
+    cfg = _config(n_domains, label_key, opts,
+                  input_path=[str(p) for p in input_paths] if len(input_paths) > 1
+                  else str(input_paths[0]))
     t = time.perf_counter()
-    adata = io.read(input_path, input_format, coordinates=coords, bin_size=bin_size,
-                    x_col=x_col, y_col=y_col)
+    reads = [io.read(p, input_format, coordinates=coords, bin_size=bin_size, x_col=x_col,
+                     y_col=y_col) for p in input_paths]
+    if len(reads) == 1:
+        adata = reads[0]
+    else:
+        names = _section_names(input_paths)
+        if cfg.section_order is None:
+            cfg.section_order = names
+        adata = io.concat_sections(dict(zip(names, reads, strict=True)), key=cfg.section_key)
+        del reads
     read_s = time.perf_counter() - t
     result, summary = run_pipeline(adata, cfg, copy=False)
     if _is_secondary_rank():
@@ -174,6 +230,22 @@ def run(input_path: Path, n_domains: int, label_key: str | None, input_format: s
     summary["seconds"]["read"] = round(read_s, 3)
     write_outputs(result, summary, opts["out"], force=opts["force"])
     _report(summary, opts["out"])
+
+
+def _section_names(paths: tuple[Path, ...]) -> list[str]:
+    """A name per input: the file's stem, or the folder's (the parent of Space Ranger's outs/)."""
+    names = []
+    for p in paths:
+        p = p.resolve()
+        name = p.name
+        for suffix in (".gz", ".h5ad", ".h5", ".gem", ".tsv", ".txt", ".csv"):
+            name = name.removesuffix(suffix)
+        if name in ("outs", "filtered_feature_bc_matrix") and p.parent.name:
+            name = p.parent.name
+        names.append(name)
+    if len(set(names)) < len(names):  # e.g. the same file name in different folders
+        names = [f"{i + 1}_{n}" for i, n in enumerate(names)]
+    return names
 
 
 def _is_secondary_rank() -> bool:
@@ -215,7 +287,17 @@ def _report(summary: dict, out: Path) -> None:
     if "ari" in summary:
         line += f"; ARI {summary['ari']:.3f}, NMI {summary['nmi']:.3f}"
     click.echo(line)
-    click.echo(f"results in {out}/ (stagate.h5ad, domains.png, umap.png, summary.json)")
+    sections = summary.get("sections")
+    if sections:
+        parts = [f"{len(sections['order'])} sections ({sections['mode']})",
+                 f"mixing (scaled iLISI) {sections['mixing']['ilisi']:.3f}",
+                 f"adjacent-section agreement (ARI) {sections['agreement']['mean_ari']:.3f}"]
+        if "per_section" in summary:
+            parts.append("ARI per section " + ", ".join(
+                f"{k} {v['ari']:.3f}" for k, v in summary["per_section"].items()))
+        click.echo("; ".join(parts))
+    files = ", ".join(f.name for f in sorted(Path(out).iterdir()) if not f.name.startswith("."))
+    click.echo(f"results in {out}/ ({files})")
 
 
 def main() -> None:  # pragma: no cover

@@ -13,6 +13,7 @@ from anndata import AnnData
 
 from ._common import INPUT_KEY, fail
 from ._h5ad import read_h5ad
+from ._sections import concat_sections
 from ._stereoseq import is_gem_file, read_stereoseq_gem
 from ._tables import has_bead_locations, read_imaging, read_slideseq
 from ._visium import is_visium_folder, read_visium
@@ -78,5 +79,5 @@ def read(path: str | Path, format: str = "auto", *, coordinates: str | Path | No
     return read_imaging(path, coordinates, x=x_col, y=y_col)
 
 
-__all__ = ["FORMATS", "INPUT_KEY", "detect_format", "read", "read_h5ad", "read_imaging",
+__all__ = ["FORMATS", "INPUT_KEY", "concat_sections", "detect_format", "read", "read_h5ad", "read_imaging",
            "read_slideseq", "read_stereoseq_gem", "read_visium"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 from anndata import AnnData
@@ -80,8 +81,15 @@ def minibatch_plan(
     x = expression_matrix(adata, genes, layer)
     x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, np.float32)
     pruned = spatial_graph(adata, pruned_key) if pruned_key is not None else None
-    coordinates = adata.obsm.get(_keys.SPATIAL)
+    # tiles follow the coordinates and the sections the graph was built with: sections that
+    # share x-y ranges are never mixed into one tile
+    params = _keys.graph_keys(adata, graph_key)[2].get("params", {})
+    coordinates = adata.obsm.get(params.get("spatial_key") or _keys.SPATIAL)
+    library_key = params.get("library_key")
+    sections = (None if library_key is None or library_key not in adata.obs
+                else pd.Categorical(adata.obs[library_key].astype(str)).codes)
     plan = MinibatchPlan(spatial_graph(adata, graph_key), x, batch_size=batch_size,
-                         random_state=random_state, pruned_adj=pruned, coordinates=coordinates)
+                         random_state=random_state, pruned_adj=pruned, coordinates=coordinates,
+                         sections=sections)
     plan.genes = adata.var_names[genes].to_numpy()
     return plan

@@ -50,17 +50,27 @@ def _categorical_scatter(ax: Axes, xy: np.ndarray, labels, title: str, kwds: Map
 
 def domains(
     adata: AnnData, *, key: str = _keys.DOMAIN, spatial_key: str = _keys.SPATIAL,
-    image: str | None = "hires", library_id: str | None = None, title: str | None = None,
-    ax: Axes | None = None, scatter_kwds: Mapping[str, Any] = MappingProxyType({}),
-) -> Axes:
+    section_key: str | None = None, image: str | None = "hires", library_id: str | None = None,
+    title: str | None = None, ax: Axes | None = None, ncols: int = 4,
+    scatter_kwds: Mapping[str, Any] = MappingProxyType({}),
+) -> Axes | np.ndarray:
     """Domain map in tissue coordinates (y down, as on the slide image).
 
     When ``uns['spatial'][library_id]['images'][image]`` exists (Visium, scverse layout), the
     tissue image is drawn underneath, scaled by its ``tissue_{image}_scalef``; None skips it.
+    With `section_key`, one panel per section (in its categories' order, each over its own
+    image, ``uns['spatial'][section]``) and one shared legend; returns the array of axes.
     """
     if key not in adata.obs:
         msg = f"adata.obs[{key!r}] not found. Run stagate.tl.domains(adata) first."
         raise StagateInputError(msg)
+    if spatial_key not in adata.obsm:
+        msg = f"adata.obsm[{spatial_key!r}] not found (obsm has {list(adata.obsm)})."
+        raise StagateInputError(msg)
+    if section_key is not None:
+        return _domains_by_section(adata, key=key, spatial_key=spatial_key,
+                                   section_key=section_key, image=image, title=title,
+                                   ncols=ncols, scatter_kwds=scatter_kwds)
     ax = plt.figure(figsize=(6, 5)).gca() if ax is None else ax
     xy = np.asarray(adata.obsm[spatial_key])[:, :2]
     drew_image = image is not None and _draw_tissue_image(ax, adata, image, library_id)
@@ -68,6 +78,95 @@ def domains(
     _categorical_scatter(ax, xy, adata.obs[key], title or key, kwds)
     if not drew_image:
         ax.invert_yaxis()
+    return ax
+
+
+def _domains_by_section(adata, *, key, spatial_key, section_key, image, title, ncols,
+                        scatter_kwds) -> np.ndarray:
+    from ..pp._sections import section_categories
+
+    sections = section_categories(adata, section_key)
+    names = list(sections.categories)
+    ncols = max(1, min(ncols, len(names)))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols + 1.5, 4.2 * nrows),
+                             squeeze=False)
+    labels = adata.obs[key]
+    cats = list(labels.cat.categories) if hasattr(labels, "cat") else sorted(set(labels))
+    colours = dict(zip(map(str, cats), _palette(len(cats)), strict=True))
+    xy_all = np.asarray(adata.obsm[spatial_key])[:, :2]
+    values = labels.astype(str).to_numpy()
+    for k, (ax, name) in enumerate(zip(axes.flat, names, strict=False)):
+        m = sections.codes == k
+        libs = adata.uns.get("spatial", {})
+        drew = image is not None and name in libs and _draw_tissue_image(ax, adata, image, name)
+        for c in cats:
+            sel = m & (values == str(c))
+            ax.scatter(xy_all[sel, 0], xy_all[sel, 1], s=_spot_size(int(m.sum())),
+                       color=colours[str(c)], linewidths=0, alpha=0.8 if drew else 1.0,
+                       rasterized=int(m.sum()) > _RASTERISE_ABOVE, **scatter_kwds)
+        if not drew:
+            ax.invert_yaxis()
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{name} ({int(m.sum())} spots)")
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colours[str(c)], label=str(c))
+               for c in cats]
+    fig.legend(handles=handles, loc="center right", frameon=False, title=key,
+               fontsize="small")
+    fig.suptitle(title or key)
+    fig.tight_layout(rect=(0, 0, 1 - 1.3 / fig.get_figwidth(), 1))
+    return axes
+
+
+def domains_3d(
+    adata: AnnData, *, key: str = _keys.DOMAIN, spatial_key: str = _keys.SPATIAL,
+    section_key: str | None = None, title: str | None = None, elev: float = 25,
+    azim: float = -60,
+) -> Axes:
+    """The stack (or volume) in 3-D, coloured by domain.
+
+    The third axis is the section's position in the stack with `section_key` (sections are
+    ordered, their spacing is not known), else the third column of ``obsm[spatial_key]``.
+    """
+    if key not in adata.obs:
+        msg = f"adata.obs[{key!r}] not found. Run stagate.tl.domains(adata) first."
+        raise StagateInputError(msg)
+    coords = np.asarray(adata.obsm[spatial_key], dtype=float)
+    if section_key is not None:
+        from ..pp._sections import section_categories
+
+        z, zlabel = section_categories(adata, section_key).codes.astype(float), "section"
+    elif coords.shape[1] >= 3:
+        z, zlabel = coords[:, 2], "z"
+    else:
+        msg = f"obsm[{spatial_key!r}] is 2-D; pass section_key to stack the sections."
+        raise StagateInputError(msg)
+    fig = plt.figure(figsize=(7, 6))
+    ax = fig.add_subplot(projection="3d")
+    labels = adata.obs[key]
+    cats = list(labels.cat.categories) if hasattr(labels, "cat") else sorted(set(labels))
+    values = labels.astype(str).to_numpy()
+    size = float(np.clip(60000 / max(adata.n_obs, 1), 0.3, 20))
+    for c, colour in zip(cats, _palette(len(cats)), strict=True):
+        m = values == str(c)
+        ax.scatter(coords[m, 0], coords[m, 1], z[m], s=size, color=colour, label=str(c),
+                   linewidths=0, depthshade=False, rasterized=True)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_zlabel(zlabel)
+    ax.invert_yaxis()
+    if section_key is not None:
+        ticks = np.arange(int(z.max()) + 1)
+        ax.set_zticks(ticks)
+        ax.set_zticklabels(section_categories(adata, section_key).categories, fontsize="small")
+    ax.view_init(elev=elev, azim=azim)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, markerscale=2,
+              fontsize="small", title=key)
+    ax.set_title(title or f"{key} in 3-D")
     return ax
 
 

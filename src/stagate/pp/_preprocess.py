@@ -20,6 +20,7 @@ def preprocess(
     n_top_genes: int | None = 3000,
     layer: str | None = None,
     target_sum: float = 1e4,
+    batch_key: str | None = None,
     subset: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -38,6 +39,10 @@ def preprocess(
         Layer holding the raw counts; None reads ``adata.X``.
     target_sum
         Total counts per spot after normalisation.
+    batch_key
+        Column of ``obs`` naming sections: highly variable genes are chosen jointly, ranked
+        by how variable they are within each section (scanpy's ``batch_key``), so a gene
+        that merely differs between sections is not preferred.
     subset
         Keep only the selected genes (the model's input). With False, all genes stay and
         ``var['highly_variable']`` marks the model's genes.
@@ -80,8 +85,12 @@ def preprocess(
         target.var["highly_variable"] = True
         log.info("using all %d genes (panel smaller than n_top_genes)", target.n_vars)
     else:
+        if batch_key is not None and batch_key not in target.obs:
+            msg = f"batch_key {batch_key!r} is not a column of adata.obs."
+            raise StagateInputError(msg)
         sc.pp.highly_variable_genes(
-            target, flavor="seurat_v3", n_top_genes=n_top_genes, layer=_keys.COUNTS_LAYER
+            target, flavor="seurat_v3", n_top_genes=n_top_genes, layer=_keys.COUNTS_LAYER,
+            batch_key=batch_key,
         )
         log.info("selected %d highly variable genes (seurat_v3)", n_top_genes)
 
@@ -96,7 +105,7 @@ def preprocess(
     target.X = log_normalise(target.layers[_keys.COUNTS_LAYER], totals, target_sum)
     target.uns["stagate_preprocess"] = {
         "params": {"n_top_genes": n_top_genes, "target_sum": target_sum, "layer": layer,
-                   "subset": subset, "flavor": "seurat_v3"}
+                   "subset": subset, "flavor": "seurat_v3", "batch_key": batch_key}
     }
     return target if copy else None
 

@@ -3,6 +3,8 @@
 from ._domains import domains
 from ._metrics import score_domains
 from ._refine import refine_domains
+from ._sections import section_agreement, section_mixing
 from ._stagate import stagate
 
-__all__ = ["domains", "refine_domains", "score_domains", "stagate"]
+__all__ = ["domains", "refine_domains", "score_domains", "section_agreement", "section_mixing",
+           "stagate"]

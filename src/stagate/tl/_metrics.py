@@ -19,7 +19,8 @@ def annotated_mask(labels: pd.Series | np.ndarray) -> np.ndarray:
     return (~s.isna() & ~s.astype(str).isin(MISSING_LABELS)).to_numpy()
 
 
-def score_domains(adata: AnnData, *, label_key: str, domain_key: str = "domain") -> dict:
+def score_domains(adata: AnnData, *, label_key: str, domain_key: str = "domain",
+                  groupby: str | None = None) -> dict:
     """ARI and NMI of ``obs[domain_key]`` against ``obs[label_key]`` on annotated spots.
 
     Spots whose label is missing or one of "NA", "nan", "", "unknown" are left out.
@@ -32,10 +33,13 @@ def score_domains(adata: AnnData, *, label_key: str, domain_key: str = "domain")
         Column with the manual annotation.
     domain_key
         Column with the predicted domains.
+    groupby
+        Column naming sections: also score each section on its own.
 
     Returns
     -------
-    ``{"ari", "nmi", "n_scored"}``.
+    ``{"ari", "nmi", "n_scored"}``; with `groupby` also ``"per_section": {section: {"ari",
+    "nmi", "n_scored"}}`` for each section with annotated spots.
     """
     for key in (label_key, domain_key):
         if key not in adata.obs:
@@ -46,7 +50,19 @@ def score_domains(adata: AnnData, *, label_key: str, domain_key: str = "domain")
     if not mask.any():
         msg = f"adata.obs[{label_key!r}] has no annotated spot (all missing or 'NA')."
         raise StagateInputError(msg)
-    t = truth.astype(str).to_numpy()[mask]
-    p = adata.obs[domain_key].astype(str).to_numpy()[mask]
-    return {"ari": float(adjusted_rand_score(t, p)),
-            "nmi": float(normalized_mutual_info_score(t, p)), "n_scored": int(mask.sum())}
+    t = truth.astype(str).to_numpy()
+    p = adata.obs[domain_key].astype(str).to_numpy()
+    out = _scores(t[mask], p[mask])
+    if groupby is not None:
+        if groupby not in adata.obs:
+            msg = f"adata.obs[{groupby!r}] not found (obs has {list(adata.obs.columns)})."
+            raise StagateInputError(msg)
+        groups = adata.obs[groupby].astype(str).to_numpy()
+        out["per_section"] = {g: _scores(t[mask & (groups == g)], p[mask & (groups == g)])
+                              for g in pd.unique(groups) if (mask & (groups == g)).any()}
+    return out
+
+
+def _scores(truth: np.ndarray, pred: np.ndarray) -> dict:
+    return {"ari": float(adjusted_rand_score(truth, pred)),
+            "nmi": float(normalized_mutual_info_score(truth, pred)), "n_scored": int(truth.size)}

@@ -91,12 +91,14 @@ class MinibatchPlan:
 
     Iterating gives the next epoch's batches, in an order shuffled by a generator seeded with
     ``(random_state, epoch)``, so a resumed run sees the same batches as an uninterrupted
-    one. The expression stays on the host; each batch takes only its rows.
+    one. The expression stays on the host; each batch takes only its rows. With `sections`
+    (an integer code per spot), tiles are cut within each section, never across two.
     """
 
     def __init__(self, adj: sp.csr_matrix, x, *, batch_size: int, random_state: int = 0,
                  pruned_adj: sp.csr_matrix | None = None,
-                 coordinates: np.ndarray | None = None) -> None:
+                 coordinates: np.ndarray | None = None,
+                 sections: np.ndarray | None = None) -> None:
         self.adj = sp.csr_matrix(adj)
         self.adj.setdiag(1)  # self-loops: each spot attends to itself
         self.adj.sort_indices()
@@ -107,8 +109,12 @@ class MinibatchPlan:
         self.x = x
         self.batch_size = int(batch_size)
         if coordinates is not None:
-            self.chunks = _kd_tree_tiles(np.asarray(coordinates, dtype=np.float64),
-                                         self.batch_size)
+            coordinates = np.asarray(coordinates, dtype=np.float64)
+            groups = ([np.arange(self.n_obs)] if sections is None else
+                      [np.flatnonzero(sections == c) for c in np.unique(sections)])
+            # one k-d tree per section: stacked sections share x-y ranges
+            self.chunks = [g[tile] for g in groups
+                           for tile in _kd_tree_tiles(coordinates[g], self.batch_size)]
         else:
             order = reverse_cuthill_mckee(self.adj, symmetric_mode=False).astype(np.int64)
             self.chunks = np.array_split(order, -(-self.n_obs // self.batch_size))
