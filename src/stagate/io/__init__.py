@@ -79,5 +79,5 @@ def read(path: str | Path, format: str = "auto", *, coordinates: str | Path | No
     return read_imaging(path, coordinates, x=x_col, y=y_col)
 
 
-__all__ = ["FORMATS", "INPUT_KEY", "concat_sections", "detect_format", "read", "read_h5ad", "read_imaging",
-           "read_slideseq", "read_stereoseq_gem", "read_visium"]
+__all__ = ["FORMATS", "INPUT_KEY", "concat_sections", "detect_format", "read", "read_h5ad",
+           "read_imaging", "read_slideseq", "read_stereoseq_gem", "read_visium"]

@@ -68,11 +68,12 @@ def concat_sections(sections: Mapping[str, AnnData], *, key: str = _keys.SECTION
                         n, lost[n], sections[n].n_vars)
     parts = []
     for n, a in sections.items():
-        part = AnnData(X=a[:, shared].X, obs=a.obs.copy(), var=pd.DataFrame(index=shared))
+        sub = a[:, shared]
+        part = AnnData(X=sub.X, obs=a.obs.copy(), var=pd.DataFrame(index=shared))
         part.obs_names = [f"{s}-{n}" for s in a.obs_names]
         part.obsm[_keys.SPATIAL] = np.asarray(a.obsm[_keys.SPATIAL], dtype=np.float64)
-        for k, layer in a.layers.items():
-            part.layers[k] = a[:, shared].layers[k]
+        for k in a.layers:
+            part.layers[k] = sub.layers[k]
         part.obs[key] = n
         parts.append(part)
     out = ad.concat(parts, join="inner", merge=None)

@@ -89,9 +89,10 @@ def spatial_network(
     ``uns['{{key_added}}_neighbors']``
         Keys, parameters (the radius used) and neighbour-count statistics. For a 3-D network
         also ``edges``: the number of within- and between-section edges (stored entries of
-        the CSR: an undirected pair counts twice) and, per adjacent pair, ``between_pairs`` (``section_a``,
-        ``section_b``, ``n_edges``). An edge is a between-section edge exactly when its two
-        ends lie in different sections of ``obs[library_key]`` (:func:`between_section_mask`).
+        the CSR: an undirected pair counts twice) and, per adjacent pair,
+        ``between_pairs`` (``section_a``, ``section_b``, ``n_edges``). An edge is a between-section edge exactly when its two
+        ends lie in different sections of ``obs[library_key]``
+        (:func:`between_section_mask`).
     """
     use_knn = n_neighbors is not None
     if use_knn and radius not in (None, "auto"):
