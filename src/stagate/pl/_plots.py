@@ -164,8 +164,10 @@ def domains_3d(
         ax.set_zticks(ticks)
         ax.set_zticklabels(section_categories(adata, section_key).categories, fontsize="small")
     ax.view_init(elev=elev, azim=azim)
-    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, markerscale=2,
-              fontsize="small", title=key)
+    # the legend outside the 3-D box, clear of the z axis label
+    fig.legend(*ax.get_legend_handles_labels(), loc="center right", frameon=False,
+               markerscale=2, fontsize="small", title=key)
+    fig.subplots_adjust(left=0, right=0.8)
     ax.set_title(title or f"{key} in 3-D")
     return ax
 

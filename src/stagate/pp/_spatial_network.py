@@ -90,7 +90,8 @@ def spatial_network(
         Keys, parameters (the radius used) and neighbour-count statistics. For a 3-D network
         also ``edges``: the number of within- and between-section edges (stored entries of
         the CSR: an undirected pair counts twice) and, per adjacent pair,
-        ``between_pairs`` (``section_a``, ``section_b``, ``n_edges``). An edge is a between-section edge exactly when its two
+        ``between_pairs`` (``section_a``, ``section_b``, ``n_edges``). An edge is a
+        between-section edge exactly when its two
         ends lie in different sections of ``obs[library_key]``
         (:func:`between_section_mask`).
     """
