@@ -206,15 +206,13 @@ def umap(
 
 def neighbors_histogram(adata: AnnData, *, key: str = _keys.GRAPH,
                         ax: Axes | None = None) -> Axes:
-    """Histogram of the number of neighbours per spot in the spatial network."""
-    uns = _keys.graph_uns_key(key)
-    if uns not in adata.uns:
-        msg = f"adata.uns[{uns!r}] not found. Run stagate.pp.spatial_network(adata) first."
-        raise StagateInputError(msg)
-    hist = np.asarray(adata.uns[uns]["stats"]["histogram"])
+    """Histogram of the number of neighbours per spot in the spatial graph `key`."""
+    conn_key = _keys.graph_keys(adata, key)[0]
+    n_nbrs = np.diff(sp.csr_matrix(adata.obsp[conn_key]).indptr)
+    hist = np.bincount(n_nbrs)
     ax = plt.figure(figsize=(5, 3.5)).gca() if ax is None else ax
     ax.bar(np.arange(hist.size), hist, color="#4c72b0")
-    mean = adata.uns[uns]["stats"]["mean_neighbors"]
+    mean = float(n_nbrs.mean())
     ax.axvline(mean, color="k", ls="--", lw=1)
     ax.set_xlabel("neighbours per spot")
     ax.set_ylabel("spots")
@@ -269,9 +267,10 @@ def genes(
 
 def attention(
     adata: AnnData, spot: str | int, *, key: str = _keys.EMBEDDING,
-    spatial_key: str = _keys.SPATIAL, ax: Axes | None = None,
+    spatial_key: str = _keys.SPATIAL, graph_key: str = _keys.GRAPH, ax: Axes | None = None,
 ) -> Axes:
-    """Which neighbours `spot` attends to: its attention row drawn on the tissue."""
+    """Which neighbours `spot` attends to: its attention row drawn on the tissue (the view
+    spans 4 median edge lengths of the graph `graph_key` around the spot)."""
     att_key = _keys.attention_key(key)
     if att_key not in adata.obsp:
         msg = f"adata.obsp[{att_key!r}] not found. Run stagate.tl.stagate(adata) first."
@@ -280,8 +279,9 @@ def attention(
     row = sp.csr_matrix(adata.obsp[att_key])[i]
     xy = np.asarray(adata.obsm[spatial_key])[:, :2]
     ax = plt.figure(figsize=(5, 5)).gca() if ax is None else ax
-    centre, span = xy[i], 4 * np.median(sp.csr_matrix(adata.obsp[_keys.dist_key()]).data) \
-        if _keys.dist_key() in adata.obsp else None
+    dist_key = _keys.graph_keys(adata, graph_key)[1]
+    centre, span = xy[i], (4 * np.median(sp.csr_matrix(adata.obsp[dist_key]).data)
+                           if dist_key in adata.obsp else None)
     ax.scatter(xy[:, 0], xy[:, 1], s=_spot_size(len(xy)), color="lightgrey", linewidths=0)
     sc_ = ax.scatter(xy[row.indices, 0], xy[row.indices, 1], c=row.data, cmap="Reds",
                      s=4 * _spot_size(len(xy)), vmin=0)

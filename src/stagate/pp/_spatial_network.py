@@ -265,8 +265,17 @@ def auto_radius(sections: list[np.ndarray], target_neighbors: float) -> float:
 def between_section_mask(adata: AnnData, graph_key: str = _keys.GRAPH) -> np.ndarray:
     """For each stored edge of the graph `graph_key` (CSR order), whether it joins two sections.
 
-    The sections are those the graph was built with (``library_key`` in its ``uns`` record);
-    a graph built without sections has none.
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with the graph.
+    graph_key
+        Name of the graph (its ``uns`` record gives the ``obsp`` keys and the ``library_key``
+        it was built with; a graph built without sections has no between-section edge).
+
+    Returns
+    -------
+    Boolean array, one entry per stored entry of the connectivities CSR, in its order.
     """
     conn_key, _, record = _keys.graph_keys(adata, graph_key)
     conn = sp.csr_matrix(adata.obsp[conn_key])
