@@ -317,3 +317,21 @@ def test_cli_section_errors_are_one_line(two_slides, tmp_path, args, match):
     res = CliRunner().invoke(cli, ["run", str(two_slides[0]), *args, "--out", str(out), *FAST])
     assert res.exit_code != 0 and match in res.output, res.output
     assert "Traceback" not in res.output and not out.exists()
+
+
+def test_domain_panels_one_per_section_each_over_its_own_image(rng):
+    import matplotlib.pyplot as plt
+
+    a = stack([rng.uniform(0, 900, (50, 2)) for _ in range(3)], names=["a", "b", "c"])
+    a.obs["domain"] = pd.Categorical(rng.integers(0, 3, 150).astype(str))
+    a.uns["spatial"] = {n: {"images": {"hires": np.full((100, 100, 3), k / 3)},
+                            "scalefactors": {"tissue_hires_scalef": 0.1}}
+                        for k, n in enumerate(["a", "c"])}  # b has no image
+    axes = sg.pl.domains(a, section_key="section")
+    visible = [ax for ax in axes.flat if ax.get_visible()]
+    assert [ax.get_title().split()[0] for ax in visible] == ["a", "b", "c"]
+    assert [len(ax.images) for ax in visible] == [1, 0, 1]
+    assert sum(len(c.get_offsets()) for c in visible[1].collections) == 50
+    ax3d = sg.pl.domains_3d(a, section_key="section")
+    assert [t.get_text() for t in ax3d.get_zticklabels()] == ["a", "b", "c"]
+    plt.close("all")
