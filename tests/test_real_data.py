@@ -64,3 +64,36 @@ def test_starmap_domains_beat_expression_alone():
     sg.tl.domains(a, 7, use_rep="X_pca", key_added="pca_domain")
     ari_pca = sg.tl.score_domains(a, label_key="layer", domain_key="pca_domain")["ari"]
     assert ari > 0.4 and ari > ari_pca + 0.1, (ari, ari_pca)
+
+
+def test_starmap_with_coincident_centroids_runs_end_to_end(tmp_path, caplog):
+    """Cells whose centroids coincide after rounding (as published imaging tables have) run,
+    with a warning; the same table concatenated twice is refused in one line."""
+    import json
+
+    from click.testing import CliRunner
+
+    from stagate.cli import cli
+
+    a = ad.read_h5ad(data_file("starmap_visual_cortex"))
+    a.obsm["spatial"] = np.round(a.obsm["spatial"] / 120) * 120  # 56 cells on 28 positions
+    path = tmp_path / "rounded.h5ad"
+    a.write_h5ad(path)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["run", str(path), "--n-domains", "7", "--label-key",
+                                   "layer", "--epochs", "20", "--quiet", "--no-umap",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "56 spots share their position" in caplog.text
+    result = ad.read_h5ad(out / "stagate.h5ad")
+    assert np.isfinite(result.obsm["STAGATE"]).all()
+    assert np.isfinite(result.obsp["STAGATE_attention"].data).all()
+    assert json.loads((out / "summary.json").read_text())["n_spots"] == a.n_obs
+
+    twice = ad.concat([a, a], index_unique="-")  # new names, the same cells
+    path2 = tmp_path / "twice.h5ad"
+    twice.write_h5ad(path2)
+    res = CliRunner().invoke(cli, ["run", str(path2), "--n-domains", "7", "--epochs", "2",
+                                   "--quiet", "--no-umap", "--out", str(tmp_path / "o2")])
+    assert res.exit_code == 1 and "repeat another spot exactly" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "o2").exists()

@@ -94,7 +94,7 @@ def test_squidpy_keys_and_histogram(sim):
     [
         ("drop", {}, "No spot coordinates"),
         ("nan", {}, "NaN or infinite coordinates"),
-        ("dup", {}, "more than one spot"),
+        ("dup", {}, "repeat another spot exactly"),
         (None, {"radius": 0.01}, "every spot is isolated"),
         (None, {"radius": 5.0, "n_neighbors": 3}, "exactly one of"),
     ],
@@ -110,3 +110,50 @@ def test_bad_input_is_named(rng, change, kwargs, match):
         a.obsm["spatial"][4] = a.obsm["spatial"][5]
     with pytest.raises(ValueError, match=match):
         sg.pp.spatial_network(a, **kwargs)
+
+
+def coincident(rng, n=200, n_shared=30):
+    """Distinct cells (their own counts) of which `n_shared` sit exactly on another's centroid."""
+    coords = rng.uniform(0, 100, (n, 2))
+    coords[:n_shared] = coords[n_shared:2 * n_shared]
+    a = make(coords)
+    a.X = rng.poisson(3, (n, 3)).astype(np.float32) + np.arange(n)[:, None]  # all different
+    return a
+
+
+def test_coincident_centroids_of_different_cells_are_neighbours_at_distance_zero(rng, caplog):
+    a = coincident(rng)
+    sg.set_verbosity("INFO")
+    sg.pp.spatial_network(a, radius=8.0)
+    assert "60 spots share their position" in caplog.text
+    conn, dist = a.obsp["spatial_connectivities"], a.obsp["spatial_distances"]
+    for i in range(30):
+        assert conn[i, i + 30] == 1 and conn[i + 30, i] == 1
+    assert (conn.diagonal() == 0).all()
+    expected = (cdist(a.obsm["spatial"], a.obsm["spatial"]) < 8.0) & ~np.eye(200, dtype=bool)
+    np.testing.assert_array_equal(conn.toarray() > 0, expected)
+    assert np.isfinite(dist.data).all() and (dist.data >= 0).all()
+    sg.pp.spatial_network(a)  # automatic radius: zero distances are no lattice shell
+    assert a.uns["spatial_neighbors"]["params"]["radius"] > 1
+
+
+def test_knn_with_coincident_centroids_never_lists_a_spot_as_its_own_neighbour(rng):
+    coords = np.repeat(rng.uniform(0, 100, (20, 2)), 5, axis=0)  # 5 cells per centroid
+    a = make(coords)
+    a.X = rng.random((100, 3)).astype(np.float32)
+    sg.pp.spatial_network(a, n_neighbors=6)
+    conn = a.obsp["spatial_connectivities"]
+    assert (np.diff(conn.indptr) == 6).all() and (conn.diagonal() == 0).all()
+    d = cdist(coords, coords)
+    for i in range(100):  # the 4 co-located cells first, then 2 of the next nearest
+        nbrs = conn[i].indices
+        assert set(np.flatnonzero(d[i] == 0)) - {i} <= set(nbrs)
+        assert np.sort(d[i, nbrs]).tolist() == np.sort(np.delete(d[i], i))[:6].tolist()
+
+
+def test_a_table_concatenated_twice_is_refused(rng):
+    a = coincident(rng, n_shared=0)
+    twice = make(np.vstack([a.obsm["spatial"]] * 2))
+    twice.X = np.vstack([a.X, a.X])
+    with pytest.raises(ValueError, match="200 spot.*same position and the same expression"):
+        sg.pp.spatial_network(twice, radius=8.0)

@@ -52,23 +52,59 @@ def check_coordinates(adata: AnnData, spatial_key: str = _keys.SPATIAL) -> np.nd
     return coords
 
 
-def check_unique_spots(coords: np.ndarray, obs_names, groups: np.ndarray | None = None) -> None:
-    """Raise if two spots of the same section share coordinates or a name."""
+def check_unique_spots(coords: np.ndarray, obs_names, groups: np.ndarray | None = None,
+                       expression=None) -> int:
+    """Raise if a spot is listed twice; return how many spots share a position with another.
+
+    The same spot twice is a repeated name, or (with `expression`) the same position in the
+    same section *and* the same expression, as a table concatenated twice gives. Different
+    cells whose centroids coincide (imaging platforms round segmented centroids) are not an
+    error: they are counted and returned, and become neighbours at distance 0.
+    """
     if not obs_names.is_unique:
         dup = obs_names[obs_names.duplicated()][:5].tolist()
         msg = f"Duplicated spot names {dup}. Make them unique with adata.obs_names_make_unique()."
         raise StagateInputError(msg)
     key = coords if groups is None else np.column_stack([coords, groups])
-    _, first, counts = np.unique(key, axis=0, return_index=True, return_counts=True)
-    if (counts > 1).any():
-        n_dup = int((counts > 1).sum())
-        example = obs_names[first[counts > 1][0]]
-        msg = (
-            f"{n_dup} location(s) hold more than one spot (e.g. the position of {example!r}). "
-            f"Duplicated spots usually mean a table was concatenated twice; drop the duplicates, "
-            f"or pass `library_key` if the object holds several sections."
-        )
-        raise StagateInputError(msg)
+    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    shared = np.flatnonzero(counts[inverse] > 1)
+    if shared.size == 0 or expression is None:
+        return int(shared.size)
+    seen: dict[tuple, int] = {}
+    for i in shared:  # only spots that share a position: few, so a loop is cheap
+        signature = (int(inverse[i]), _row_digest(expression, i))
+        if signature in seen:
+            first = obs_names[seen[signature]]
+            n_repeated = _count_repeats(expression, shared, inverse)
+            msg = (
+                f"{n_repeated} spot(s) repeat another spot exactly: the same position and the "
+                f"same expression (e.g. {first!r} and {obs_names[i]!r}), as a table "
+                f"concatenated twice gives. Drop the repeats (keep one row per spot), or pass "
+                f"`library_key` if the object holds several sections."
+            )
+            raise StagateInputError(msg)
+        seen[signature] = i
+    return int(shared.size)
+
+
+def _row_digest(x, i: int) -> bytes:
+    import hashlib
+
+    if sp.issparse(x):
+        row = sp.csr_matrix(x[i])
+        row.sum_duplicates()
+        nz = row.data != 0
+        payload = row.indices[nz].astype(np.int64).tobytes() + \
+            row.data[nz].astype(np.float64).tobytes()
+    else:
+        payload = np.asarray(x[i], dtype=np.float64).tobytes()
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
+def _count_repeats(x, shared: np.ndarray, inverse: np.ndarray) -> int:
+    signatures = [(int(inverse[i]), _row_digest(x, i)) for i in shared]
+    return len(signatures) - len(set(signatures))
 
 
 def check_counts(x, *, what: str = "adata.X") -> None:

@@ -129,7 +129,14 @@ def spatial_network(
                f"holds one ({sections.categories[0]!r}); drop between_radius (command line: "
                f"--sections joint) to model a single section.")
         raise StagateInputError(msg)
-    check_unique_spots(coords, adata.obs_names, None if sections is None else sections.codes)
+    n_coincident = check_unique_spots(coords, adata.obs_names,
+                                      None if sections is None else sections.codes,
+                                      expression=adata.X)
+    if n_coincident:
+        log.warning(
+            "%d spots share their position with another spot (different cells whose centroids "
+            "coincide, as imaging tables often have); they are neighbours at distance 0.",
+            n_coincident)
     groups = [np.arange(adata.n_obs)] if sections is None else [
         np.flatnonzero(sections.codes == c) for c in range(len(sections.categories))
     ]
@@ -177,6 +184,7 @@ def spatial_network(
     stats = neighbour_stats(n_nbrs)
     if stats["n_isolated"] == adata.n_obs:
         nn = cKDTree(coords).query(coords, k=2)[0][:, 1] if adata.n_obs > 1 else np.array([0.0])
+        nn = nn[nn > 0] if (nn > 0).any() else nn  # coincident spots say nothing of spacing
         msg = (
             f"The spatial network has no edges: every spot is isolated with "
             f"{mode}={param:.4g}. The median distance to the nearest spot is "
@@ -254,7 +262,9 @@ def auto_radius(sections: list[np.ndarray], target_neighbors: float) -> float:
     cut = cut[cut < d.size - 1]
     if cut.size == 0:  # too few spots for the target: take everything we measured
         return float(d[-1] * 1.0001)
-    gaps = (d[cut + 1] - d[cut]) / np.maximum(d[cut], np.finfo(float).tiny)
+    # relative gaps; none after a zero distance (coincident spots are no lattice shell)
+    gaps = np.where(d[cut] > 0, (d[cut + 1] - d[cut]) / np.maximum(d[cut], np.finfo(float).tiny),
+                    0.0)
     if gaps.max() > _LATTICE_GAP:
         i = cut[np.argmax(gaps)]
     else:
@@ -304,6 +314,8 @@ def _knn_edges(coords: np.ndarray, k: int):
     if k < 1:
         return (np.empty(0, np.int64),) * 2 + (np.empty(0),)
     d, j = cKDTree(coords).query(coords, k=k + 1)
-    i = np.repeat(np.arange(len(coords)), k)
-    # drop each spot itself (distance 0; coordinates are unique so it comes first)
-    return i, j[:, 1:].ravel(), d[:, 1:].ravel()
+    i = np.broadcast_to(np.arange(len(coords))[:, None], j.shape)
+    # drop each spot itself: with coincident spots it need not come first among the k + 1
+    not_self = j != i
+    keep = not_self & (np.cumsum(not_self, axis=1) <= k)
+    return i[keep], j[keep], d[keep]

@@ -130,8 +130,8 @@ def section_agreement(
     dom = adata.obs[domain_key].astype(str).to_numpy()
     members = [np.flatnonzero(sections.codes == c) for c in range(len(sections.categories))]
     if max_distance is None:
-        pitches = [np.median(cKDTree(xy[m]).query(xy[m], k=2)[0][:, 1])
-                   for m in members if m.size > 1]
+        nearest = [cKDTree(xy[m]).query(xy[m], k=2)[0][:, 1] for m in members if m.size > 1]
+        pitches = [np.median(d[d > 0]) for d in nearest if (d > 0).any()]  # coincident: 0
         max_distance = 1.5 * float(np.median(pitches)) if pitches else np.inf
     pairs = []
     for k in range(1, len(members)):
