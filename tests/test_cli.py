@@ -160,6 +160,29 @@ def test_checkpoint_resume_from_the_command_line(h5ad, tmp_path):
     np.testing.assert_array_equal(a.obsm["STAGATE"], b.obsm["STAGATE"])
 
 
+def test_a_checkpoint_of_another_run_is_refused(h5ad, sim_raw, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    base = ["run", "--n-domains", "4", "--quiet", "--no-umap", "--epochs", "4",
+            "--checkpoint", str(ckpt)]
+    assert CliRunner().invoke(cli, [*base, str(h5ad), "--out", str(tmp_path / "a")]
+                              ).exit_code == 0
+    other = sim_raw.copy()
+    other.X = other.X.copy()
+    other.X.data[0] += 1  # the same genes and spots, one count different
+    other_path = tmp_path / "other.h5ad"
+    other.write_h5ad(other_path)
+    for extra, what in ((["--seed", "1", str(h5ad)], "random_state"),
+                        ([str(other_path)], "data_hash"),
+                        (["--lr", "0.01", str(h5ad)], "lr")):
+        out = tmp_path / "x"
+        res = CliRunner().invoke(cli, [*base, *extra, "--out", str(out)])
+        assert res.exit_code == 1 and "belongs to another run" in res.output, res.output
+        assert what in res.output and "Traceback" not in res.output and not out.exists()
+    ckpt.write_bytes(b"not a checkpoint")
+    res = CliRunner().invoke(cli, [*base, str(h5ad), "--out", str(tmp_path / "y")])
+    assert res.exit_code == 1 and "cannot be read" in res.output
+
+
 def test_refine_and_early_stopping_options(h5ad, tmp_path):
     out = tmp_path / "r"
     res = CliRunner().invoke(cli, ["run", str(h5ad), "--n-domains", "4", "--label-key",

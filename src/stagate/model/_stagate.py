@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -19,7 +20,23 @@ from ..train import Batch, train_loop
 from ..train._distributed import init_from_env
 from ..train._loop import CONVERGENCE_TOL
 from ..train._minibatch import MinibatchPlan, neighbourhood_batch
-from ._data import ModelInput, minibatch_plan, model_input
+from ._data import (
+    ModelInput,
+    expression_matrix,
+    minibatch_plan,
+    model_genes,
+    model_input,
+    spatial_graph,
+)
+
+
+def _arrays(m) -> list[np.ndarray]:
+    """The arrays that define a dense or scipy sparse matrix, for hashing."""
+    if sp.issparse(m):
+        m = sp.csr_matrix(m)
+        return [np.asarray(m.shape), m.indptr, m.indices, m.data]
+    return [np.asarray(np.shape(m)), np.asarray(m)]
+
 
 #: above this many spots, ``batch_size="auto"`` trains on exact minibatches
 FULL_BATCH_MAX_SPOTS = 100_000
@@ -123,6 +140,9 @@ class STAGATE:
             lr=self.lr, weight_decay=self.weight_decay, gradient_clip=self.gradient_clip,
             checkpoint=checkpoint, show_progress=self.show_progress, step_every=self.step_every,
             tol=self.tol,
+            fingerprint=None if checkpoint is None else self._fingerprint(
+                adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key, pruned_key=pruned_key,
+                batch_size=batch_size),
         )
         self.train_seconds_ = time.perf_counter() - t0
         if batch_size is None:
@@ -131,6 +151,26 @@ class STAGATE:
             self._infer_batched(plan)
         self.is_trained_ = True
         return self
+
+    def _fingerprint(self, adata: AnnData, *, layer, use_hvg, graph_key, pruned_key,
+                     batch_size) -> dict:
+        """What a checkpoint belongs to: the data (shape, genes, a hash of the expression and
+        of the graph), every training setting but the epoch budget (a resumed run may train
+        on), the seed and the version."""
+        from .. import __version__
+
+        genes = model_genes(adata, use_hvg)
+        x = expression_matrix(adata, genes, layer)
+        digest = hashlib.blake2b(digest_size=16)
+        for part in _arrays(x) + _arrays(spatial_graph(adata, graph_key)) + (
+                _arrays(spatial_graph(adata, pruned_key)) if pruned_key else []):
+            digest.update(np.ascontiguousarray(part).view(np.uint8).data)
+        digest.update("\x00".join(adata.var_names[genes]).encode())
+        params = {k: v for k, v in self.get_params().items()
+                  if k not in ("n_epochs", "tol", "device")}
+        return {"n_spots": int(adata.n_obs), "n_genes": int(genes.sum()),
+                "data_hash": digest.hexdigest(), "batch_size": batch_size,
+                "version": __version__} | {k: v for k, v in params.items() if k != "batch_size"}
 
     def _resolve_batch_size(self, n_obs: int) -> int | None:
         if self.batch_size == "auto":

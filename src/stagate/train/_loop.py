@@ -11,6 +11,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .._logging import log, progress
+from .._validation import StagateInputError
 from ..module import STAGATEModule
 from ._batch import Batch
 from ._distributed import SeedLoss, all_reduce_sum, world
@@ -36,6 +37,7 @@ def train_loop(
     step_every: str = "epoch",
     tol: float | None = None,
     window: int = CONVERGENCE_WINDOW,
+    fingerprint: dict | None = None,
 ) -> list[float]:
     """Train `module` in place and return the loss per epoch.
 
@@ -46,7 +48,11 @@ def train_loop(
 
     With `checkpoint`, the model, optimiser and history are saved there every
     `checkpoint_every` epochs and on interruption (Ctrl-C), and a run started with an
-    existing checkpoint resumes from it; on CPU the result equals an uninterrupted run.
+    existing checkpoint resumes from it; on CPU the result equals an uninterrupted run. The
+    checkpoint carries `fingerprint` (what the run is: data, graph, settings, seed, version)
+    and is resumed only by a run with the same fingerprint; anything else is refused in one
+    line. After training the file holds the final state, so the same run again resumes at its
+    last epoch and trains no more (a larger `n_epochs` trains on).
 
     `step_every="epoch"` accumulates the batches' gradients and takes one optimiser step per
     epoch: minibatch training is then full-batch training computed in pieces (same result up
@@ -70,12 +76,13 @@ def train_loop(
     start = 0
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=module.W1.device, weights_only=True)
+        state = _load(ckpt, module.W1.device)
+        _check_fingerprint(ckpt, state.get("fingerprint"), fingerprint)
         module.load_state_dict(state["module"])
         optimiser.load_state_dict(state["optimiser"])
         history = list(state["history"])
         start = len(history)
-        log.info("resumed from %s at epoch %d", ckpt, start)
+        log.warning("resuming from checkpoint %s at epoch %d of %d", ckpt, start, n_epochs)
 
     module.train()
     bar = progress(range(start, n_epochs), show=show_progress and rank == 0, desc="training",
@@ -108,16 +115,22 @@ def train_loop(
             if epoch % 10 == 0 or epoch == n_epochs - 1:
                 bar.set_postfix(loss=f"{total:.4f}")
             if ckpt is not None and rank == 0 and (epoch + 1) % checkpoint_every == 0:
-                _save(ckpt, module, optimiser, history)
+                _save(ckpt, module, optimiser, history, fingerprint)
     except KeyboardInterrupt:
         if ckpt is not None and rank == 0:
-            _save(ckpt, module, optimiser, history)
+            _save(ckpt, module, optimiser, history, fingerprint)
             log.warning("interrupted at epoch %d; checkpoint saved to %s", len(history), ckpt)
+        elif rank == 0:
+            log.warning("interrupted at epoch %d; nothing was saved. Pass a checkpoint file "
+                        "(command line: --checkpoint FILE) to resume an interrupted run.",
+                        len(history))
         raise
     finally:
         bar.close()
     if ckpt is not None and rank == 0:
-        _save(ckpt, module, optimiser, history)
+        _save(ckpt, module, optimiser, history, fingerprint)
+        log.info("checkpoint %s holds the final state (epoch %d): the same run again returns "
+                 "this result; delete the file to train from scratch", ckpt, len(history))
     final = history[-1] if history else float("nan")
     log.info("trained %d epochs in %.1f s, final loss %.5f",
              len(history) - start, time.perf_counter() - t0, final)
@@ -139,8 +152,38 @@ def _step(module, optimiser, gradient_clip: float) -> None:
     optimiser.zero_grad(set_to_none=True)
 
 
-def _save(path: Path, module, optimiser, history) -> None:
+def _save(path: Path, module, optimiser, history, fingerprint: dict | None = None) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"module": module.state_dict(), "optimiser": optimiser.state_dict(),
-                "history": history}, tmp)
+                "history": history, "fingerprint": fingerprint}, tmp)
     os.replace(tmp, path)
+
+
+def _load(path: Path, device) -> dict:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a foreign file
+        msg = (f"Checkpoint {path} cannot be read ({type(err).__name__}); it is not a stagate "
+               f"checkpoint or it is damaged. Delete it or pass another --checkpoint path.")
+        raise StagateInputError(msg) from None
+    if not isinstance(state, dict) or not {"module", "optimiser", "history"} <= set(state):
+        msg = f"Checkpoint {path} is not a stagate checkpoint; delete it or use another path."
+        raise StagateInputError(msg)
+    return state
+
+
+def _check_fingerprint(path: Path, saved: dict | None, current: dict | None) -> None:
+    """Refuse to resume a checkpoint written by another run (other data, settings or seed)."""
+    if current is None:
+        return
+    if saved is None:
+        msg = (f"Checkpoint {path} carries no fingerprint of the run that wrote it (an older "
+               f"version?), so it cannot be matched to this run; delete it to start over.")
+        raise StagateInputError(msg)
+    differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}"
+                          for k in differ[:4])
+        msg = (f"Checkpoint {path} belongs to another run ({shown}); resuming it would return "
+               f"that run's model. Delete the file or pass another --checkpoint path.")
+        raise StagateInputError(msg)
