@@ -194,3 +194,43 @@ def test_refine_and_early_stopping_options(h5ad, tmp_path):
     assert 0 <= summary["ari_refined"] <= 1
     a = anndata.read_h5ad(out / "stagate.h5ad")
     assert set(a.obs["stagate_domain_refined"].unique()) <= set(a.obs["stagate_domain"].unique())
+
+
+def test_out_is_checked_before_any_work(h5ad, tmp_path):
+    out = tmp_path / "done"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    res = CliRunner().invoke(cli, ["run", str(h5ad), "--n-domains", "4", "--out", str(out),
+                                   "--epochs", "100000", *FAST[2:]])  # would take hours
+    assert res.exit_code == 1 and "already holds results" in res.output
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # a file where the output's parent folder should be
+    res = CliRunner().invoke(cli, ["run", str(h5ad), "--n-domains", "4", "--out",
+                                   str(blocker / "x"), "--epochs", "100000", *FAST[2:]])
+    assert res.exit_code == 1 and "Cannot write results" in res.output, res.output
+    assert "Traceback" not in res.output
+
+
+def test_force_replaces_the_results_as_a_whole(h5ad, tmp_path):
+    out = tmp_path / "o"
+    base = ["run", str(h5ad), "--n-domains", "4", "--epochs", "3", "--quiet", "--out", str(out)]
+    assert CliRunner().invoke(cli, base).exit_code == 0
+    assert (out / "umap.png").exists()
+    (out / "notes.txt").write_text("mine")  # not a result: left alone
+    res = CliRunner().invoke(cli, [*base, "--force", "--no-umap"])
+    assert res.exit_code == 0, res.output
+    assert not (out / "umap.png").exists() and (out / "notes.txt").read_text() == "mine"
+    assert "umap.png" not in res.output
+
+
+def test_a_folder_being_written_is_refused(h5ad, tmp_path):
+    from stagate._pipeline import claim_output_folder
+
+    out = tmp_path / "busy"
+    held = claim_output_folder(out)
+    try:
+        res = CliRunner().invoke(cli, ["run", str(h5ad), "--n-domains", "4", "--out", str(out),
+                                       *FAST])
+        assert res.exit_code == 1 and "Another stagate run is writing" in res.output
+    finally:
+        held.close()

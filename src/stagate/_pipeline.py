@@ -341,20 +341,62 @@ def nonspatial_ari(adata: AnnData, cfg: PipelineConfig) -> float:
     return tl.score_domains(tmp, label_key=cfg.label_key, domain_key="pca_domain")["ari"]
 
 
-def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = False) -> None:
+#: every file a run writes into --out; --force replaces them as a whole
+OUTPUT_FILES = ("stagate.h5ad", "domains.png", "domains_3d.png", "umap.png", "summary.json")
+
+
+def claim_output_folder(out: Path, *, force: bool = False):
+    """Check, before any work, that `out` may receive results, and hold it for this run.
+
+    Refuses a folder that already holds results (unless `force`), a place that cannot be
+    written, and a folder another run is writing to right now. Returns an open lock file:
+    keep it until the results are written (the operating system releases it if the process
+    dies, so a killed run never blocks the next one).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        msg = f"--out {out} is a file, not a folder; pass a folder path."
+        raise StagateInputError(msg)
+    if out.exists() and not force and any((out / n).exists() for n in OUTPUT_FILES):
+        msg = f"{out} already holds results; pass --force to replace them."
+        raise StagateInputError(msg)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(out.parent / f".{out.name}.stagate-lock", "w")  # noqa: SIM115
+    except OSError as err:
+        msg = (f"Cannot write results to {out} ({err.strerror or err}); choose another --out "
+               f"or make {out.parent} writable.")
+        raise StagateInputError(msg) from None
+    try:
+        import fcntl
+
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - not on POSIX: no lock, the rest still holds
+        pass
+    except OSError:
+        lock.close()
+        msg = (f"Another stagate run is writing to {out} right now; wait for it or pick "
+               f"another --out.")
+        raise StagateInputError(msg) from None
+    return lock
+
+
+def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = False,
+                  lock=None) -> None:
     """Write stagate.h5ad, domains.png, umap.png and summary.json into `out`, atomically.
 
     Everything is written into a temporary folder beside `out` first and moved in at the end,
-    so an error never leaves a half-written result. The seconds spent writing are recorded
-    in ``summary["seconds"]["write"]`` (summary.json is written last).
+    so an error never leaves a half-written result; with `force`, result files of an earlier
+    run that this run does not write (e.g. umap.png after --no-umap) are removed, so the
+    folder holds one run's results. The seconds spent writing are recorded in
+    ``summary["seconds"]["write"]`` (summary.json is written last). `lock` is the claim of
+    :func:`claim_output_folder` when the caller took it before its work (it is released here).
     """
     import matplotlib.pyplot as plt
 
     out = Path(out)
-    names = ["stagate.h5ad", "domains.png", "domains_3d.png", "umap.png", "summary.json"]
-    if out.exists() and not force and any((out / n).exists() for n in names):
-        msg = f"{out} already holds results; pass --force to overwrite them."
-        raise StagateInputError(msg)
+    names = OUTPUT_FILES
+    lock = lock or claim_output_folder(out, force=force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     t_write = time.perf_counter()
@@ -389,10 +431,15 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
         summary["seconds"]["write"] = round(time.perf_counter() - t_write, 3)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
         out.mkdir(exist_ok=True)
-        for f in tmp.iterdir():
-            os.replace(f, out / f.name)
+        written = {f.name for f in tmp.iterdir()}
+        for name in names:  # stale results of an earlier run (only reached with --force)
+            if name not in written and (out / name).exists():
+                (out / name).unlink()
+        for name in sorted(written, key=lambda n: n == "summary.json"):  # summary last
+            os.replace(tmp / name, out / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        lock.close()
     log.info("wrote %s", ", ".join(str(out / n) for n in names if (out / n).exists()))
 
 

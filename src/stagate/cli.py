@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -212,24 +214,25 @@ def run(input_paths: tuple[Path, ...], n_domains: int, label_key: str | None,
     cfg = _config(n_domains, label_key, opts,
                   input_path=[str(p) for p in input_paths] if len(input_paths) > 1
                   else str(input_paths[0]))
-    t = time.perf_counter()
-    reads = [io.read(p, input_format, coordinates=coords, bin_size=bin_size, x_col=x_col,
-                     y_col=y_col) for p in input_paths]
-    if len(reads) == 1:
-        adata = reads[0]
-    else:
-        names = _section_names(input_paths)
-        if cfg.section_order is None:
-            cfg.section_order = names
-        adata = io.concat_sections(dict(zip(names, reads, strict=True)), key=cfg.section_key)
-        del reads
-    read_s = time.perf_counter() - t
-    result, summary = run_pipeline(adata, cfg, copy=False)
-    if _is_secondary_rank():
-        return
-    summary["seconds"]["read"] = round(read_s, 3)
-    write_outputs(result, summary, opts["out"], force=opts["force"])
-    _report(summary, opts["out"])
+    with _claim(opts) as lock:  # fail now, not after training
+        t = time.perf_counter()
+        reads = [io.read(p, input_format, coordinates=coords, bin_size=bin_size, x_col=x_col,
+                         y_col=y_col) for p in input_paths]
+        if len(reads) == 1:
+            adata = reads[0]
+        else:
+            names = _section_names(input_paths)
+            if cfg.section_order is None:
+                cfg.section_order = names
+            adata = io.concat_sections(dict(zip(names, reads, strict=True)), key=cfg.section_key)
+            del reads
+        read_s = time.perf_counter() - t
+        result, summary = run_pipeline(adata, cfg, copy=False)
+        if _is_secondary_rank():
+            return
+        summary["seconds"]["read"] = round(read_s, 3)
+        write_outputs(result, summary, opts["out"], force=opts["force"], lock=lock)
+        _report(summary, opts["out"])
 
 
 def _section_names(paths: tuple[Path, ...]) -> list[str]:
@@ -246,6 +249,22 @@ def _section_names(paths: tuple[Path, ...]) -> list[str]:
     if len(set(names)) < len(names):  # e.g. the same file name in different folders
         names = [f"{i + 1}_{n}" for i, n in enumerate(names)]
     return names
+
+
+@contextlib.contextmanager
+def _claim(opts: dict):
+    """Check --out and hold it for this run, released however the run ends (under torchrun
+    only rank 0 writes: the others do not claim it)."""
+    if os.environ.get("RANK", "0") != "0":
+        yield None
+        return
+    from ._pipeline import claim_output_folder
+
+    lock = claim_output_folder(opts["out"], force=opts["force"])
+    try:
+        yield lock
+    finally:
+        lock.close()
 
 
 def _is_secondary_rank() -> bool:
@@ -266,14 +285,15 @@ def demo(n_spots: int, n_domains: int, **opts) -> None:
     from ._pipeline import nonspatial_ari, run_pipeline, write_outputs
     from .datasets import simulate
 
-    adata = simulate(n_spots, n_domains=n_domains, random_state=opts["seed"])
     cfg = _config(n_domains, "domain_truth", opts, input_path=f"simulate(n_spots={n_spots})")
-    result, summary = run_pipeline(adata, cfg, copy=False)
-    if _is_secondary_rank():
-        return
-    summary["nonspatial_ari"] = nonspatial_ari(result, cfg)
-    write_outputs(result, summary, opts["out"], force=opts["force"])
-    _report(summary, opts["out"])
+    with _claim(opts) as lock:
+        adata = simulate(n_spots, n_domains=n_domains, random_state=opts["seed"])
+        result, summary = run_pipeline(adata, cfg, copy=False)
+        if _is_secondary_rank():
+            return
+        summary["nonspatial_ari"] = nonspatial_ari(result, cfg)
+        write_outputs(result, summary, opts["out"], force=opts["force"], lock=lock)
+        _report(summary, opts["out"])
     click.echo(f"non-spatial clustering (PCA + {cfg.cluster_method}) ARI: "
                f"{summary['nonspatial_ari']:.3f}; STAGATE ARI: {summary['ari']:.3f}")
 
