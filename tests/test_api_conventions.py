@@ -27,3 +27,14 @@ def test_numpydoc(func):
     assert doc and "Parameters\n----------" in doc
     shared = ("adata", "copy", "library_key", "spatial_key", "random_state")
     assert not [n for n in shared if "{" + n + "}" in doc]  # shared texts filled in
+
+
+def test_importing_stagate_keeps_the_users_matplotlib_backend():
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import stagate, stagate.pl; "
+            "print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "svg"

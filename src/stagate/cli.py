@@ -37,8 +37,11 @@ class _Group(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     """Spatial domains with STAGATE. Run `stagate COMMAND -h` for details."""
+    import matplotlib
+
     from ._logging import set_verbosity
 
+    matplotlib.use("Agg")  # files only: the command line never opens a window
     ctx.obj = {"debug": debug}
     set_verbosity(["WARNING", "INFO", "DEBUG"][min(verbose + 1, 2)])
 

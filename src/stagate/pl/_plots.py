@@ -6,17 +6,14 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+from matplotlib.axes import Axes
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
-from anndata import AnnData  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-
-from .. import _keys  # noqa: E402
-from .._validation import StagateInputError  # noqa: E402
+from .. import _keys
+from .._validation import StagateInputError
 
 #: above this many points scatter plots are rasterised (vector files stay small)
 _RASTERISE_ABOVE = 5000
