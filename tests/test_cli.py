@@ -234,3 +234,11 @@ def test_a_folder_being_written_is_refused(h5ad, tmp_path):
         assert res.exit_code == 1 and "Another stagate run is writing" in res.output
     finally:
         held.close()
+
+
+def test_an_empty_file_says_it_has_no_spots(sim_raw, tmp_path):
+    path = tmp_path / "empty.h5ad"
+    sim_raw[:0].copy().write_h5ad(path)
+    res = CliRunner().invoke(cli, ["run", str(path), "--n-domains", "3", "--out",
+                                   str(tmp_path / "o"), *FAST])
+    assert res.exit_code == 1 and "no spots" in res.output, res.output

@@ -70,6 +70,10 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
 
     With ``copy=False`` `adata` itself is processed (the CLI's freshly read object: no
     second copy of a large dataset in memory)."""
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        what = "no spots (rows)" if adata.n_obs == 0 else "no genes (columns)"
+        msg = f"The input holds {what}: shape {adata.shape}. Check the file and its filtering."
+        raise StagateInputError(msg)
     check_n_domains(cfg.n_domains, adata.n_obs)
     if cfg.label_key is not None and cfg.label_key not in adata.obs:
         msg = f"--label-key {cfg.label_key!r} is not a column of obs (has {list(adata.obs)})."
