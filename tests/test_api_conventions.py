@@ -38,3 +38,16 @@ def test_importing_stagate_keeps_the_users_matplotlib_backend():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "svg"
+
+
+def test_the_command_line_starts_without_torch_or_scanpy():
+    """`stagate -h`, `--version` and bad options answer at once: the heavy modules are
+    imported only where they are used."""
+    import subprocess
+    import sys
+
+    code = ("import sys, stagate, stagate.cli; "
+            "print(sorted(m for m in ('torch', 'scanpy', 'numba', 'anndata') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
-import torch
-from anndata import AnnData
 
 from . import _keys
+from ._errors import NotFittedError, StagateInputError
 
+if TYPE_CHECKING:
+    import torch
+    from anndata import AnnData
 
-class StagateInputError(ValueError):
-    """Bad user input: the message names the problem and the fix."""
-
-
-class NotFittedError(ValueError, AttributeError):
-    """A model was used before `fit`."""
+__all__ = ["NotFittedError", "StagateInputError"]
 
 
 def check_coordinates(adata: AnnData, spatial_key: str = _keys.SPATIAL) -> np.ndarray:
@@ -156,6 +155,8 @@ def check_n_domains(n_domains: int, n_obs: int) -> int:
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    import torch
+
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from ._validation import StagateInputError
-from .train._loop import CONVERGENCE_TOL
+from ._defaults import CONVERGENCE_TOL
+from ._errors import StagateInputError
 
 
 class _Group(click.Group):

@@ -10,16 +10,12 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from .._defaults import CONVERGENCE_TOL, CONVERGENCE_WINDOW  # noqa: F401 - re-exported
 from .._logging import log, progress
 from .._validation import StagateInputError
 from ..module import STAGATEModule
 from ._batch import Batch
 from ._distributed import SeedLoss, all_reduce_sum, world
-
-#: Early stopping is off by default (None): on DLPFC 151676 stopping where the loss flattens
-#: (tol 0.01: ~160 epochs) cost ~0.1 ARI against the original's 1000 epochs (bench/README.md).
-CONVERGENCE_TOL: float | None = None
-CONVERGENCE_WINDOW = 50
 
 
 def train_loop(
