@@ -147,9 +147,11 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
 
     if cfg.umap:
         t = time.perf_counter()
+        log.info("UMAP of the embedding (%d spots; --no-umap skips it)...", adata.n_obs)
         sc.pp.neighbors(adata, use_rep=_keys.EMBEDDING, random_state=cfg.seed)
         sc.tl.umap(adata, random_state=cfg.seed)
         seconds["umap"] = time.perf_counter() - t
+        log.info("UMAP done in %.1f s", seconds["umap"])
     seconds["total"] = time.perf_counter() - t_all
 
     graph = adata.uns[_keys.graph_uns_key()]
@@ -338,11 +340,15 @@ def _counts_layer(adata: AnnData) -> str | None:
 
 def nonspatial_ari(adata: AnnData, cfg: PipelineConfig) -> float:
     """ARI of the same clustering on 30 PCs of the same expression: what space adds."""
+    t = time.perf_counter()
+    log.info("non-spatial baseline: PCA + %s on the same genes...", cfg.cluster_method)
     tmp = AnnData(adata.X, obs=adata.obs[[cfg.label_key]].copy())  # PCA keeps it sparse
     sc.pp.pca(tmp, n_comps=min(30, min(tmp.shape) - 1), random_state=cfg.seed)
     tl.domains(tmp, cfg.n_domains, use_rep="X_pca", method=cfg.cluster_method,
                key_added="pca_domain")
-    return tl.score_domains(tmp, label_key=cfg.label_key, domain_key="pca_domain")["ari"]
+    ari = tl.score_domains(tmp, label_key=cfg.label_key, domain_key="pca_domain")["ari"]
+    log.info("non-spatial baseline done in %.1f s", time.perf_counter() - t)
+    return ari
 
 
 #: every file a run writes into --out; --force replaces them as a whole
