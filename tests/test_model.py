@@ -118,3 +118,11 @@ def test_early_stopping_stops_where_the_loss_flattens(sim):
     assert h[-51] - h[-1] < 0.05 * h[-51]  # the rule holds at the last epoch
     assert h[-52] - h[-2] >= 0.05 * h[-52]  # and not one epoch earlier
     assert len(fit(sim, n_epochs=60, tol=None, hidden_dim=32).history_) == 60
+
+
+def test_a_diverging_loss_ends_in_one_clear_error(sim):
+    from stagate._validation import StagateInputError
+
+    sim.X = sim.X * 1e30  # absurd scale: the loss overflows
+    with pytest.raises(StagateInputError, match="Training diverged.*lower learning rate"):
+        sg.STAGATE(n_epochs=5, show_progress=False, hidden_dim=16, latent_dim=4).fit(sim)

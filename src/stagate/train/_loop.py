@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -107,6 +108,12 @@ def train_loop(
                 _step(module, optimiser, gradient_clip)
             if n_ranks > 1:
                 total = all_reduce_sum(total, device)
+            if not math.isfinite(total):
+                msg = (f"Training diverged: the loss became {total} at epoch {epoch + 1}. Try a "
+                       f"lower learning rate (--lr {lr / 10:g}) and check the input's scale: "
+                       f"log-normalised expression is expected (raw counts go through "
+                       f"stagate.pp.preprocess).")
+                raise StagateInputError(msg)
             history.append(total)
             if epoch % 10 == 0 or epoch == n_epochs - 1:
                 bar.set_postfix(loss=f"{total:.4f}")
