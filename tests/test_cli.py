@@ -242,3 +242,47 @@ def test_an_empty_file_says_it_has_no_spots(sim_raw, tmp_path):
     res = CliRunner().invoke(cli, ["run", str(path), "--n-domains", "3", "--out",
                                    str(tmp_path / "o"), *FAST])
     assert res.exit_code == 1 and "no spots" in res.output, res.output
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--radius", "-5"], "--radius must be a positive number"),
+    (["--radius", "0"], "--radius must be a positive number"),
+    (["--epochs", "0"], "--epochs"),
+    (["--n-domains", "1"], "--n-domains"),
+    (["--n-domains", "100000"], "must be <= the number of spots"),
+    (["--label-key", "one_class"], "has one class"),
+    (["--label-key", "all_na"], "has no annotated spot"),
+    (["--device", "cuda"], "no CUDA GPU is visible"),
+])
+def test_wrong_values_end_in_one_line(sim_raw, tmp_path, args, match):
+    import torch
+
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    a = sim_raw.copy()
+    a.obs["one_class"] = "L1"
+    a.obs["all_na"] = "NA"
+    path = tmp_path / "in.h5ad"
+    a.write_h5ad(path)
+    base = ["run", str(path), "--out", str(tmp_path / "o"), "--epochs", "2", "--quiet",
+            "--no-umap"]
+    if "--n-domains" not in args:
+        base += ["--n-domains", "3"]
+    res = CliRunner().invoke(cli, [*base, *args])
+    assert res.exit_code in (1, 2) and match in res.output, res.output
+    assert "Traceback" not in res.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Variable names are not unique")
+def test_duplicate_gene_names_are_named(sim_raw, tmp_path):
+    a = sim_raw.copy()
+    a.var_names = ["g0"] * 2 + list(a.var_names[2:])
+    path = tmp_path / "in.h5ad"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a.write_h5ad(path)
+    res = CliRunner().invoke(cli, ["run", str(path), "--n-domains", "3", "--out",
+                                   str(tmp_path / "o"), *FAST])
+    assert res.exit_code == 1 and "Gene names are duplicated" in res.output, res.output

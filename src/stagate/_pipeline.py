@@ -20,6 +20,7 @@ from . import _keys, pl, pp, tl
 from ._logging import log
 from ._validation import StagateInputError, check_counts, check_n_domains
 from .pp._sections import section_categories
+from .tl._metrics import annotated_mask
 from .train._loop import CONVERGENCE_TOL
 
 
@@ -75,8 +76,12 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         msg = f"The input holds {what}: shape {adata.shape}. Check the file and its filtering."
         raise StagateInputError(msg)
     check_n_domains(cfg.n_domains, adata.n_obs)
-    if cfg.label_key is not None and cfg.label_key not in adata.obs:
-        msg = f"--label-key {cfg.label_key!r} is not a column of obs (has {list(adata.obs)})."
+    if cfg.label_key is not None:
+        _check_labels(adata, cfg.label_key)
+    if not adata.var_names.is_unique:
+        dup = adata.var_names[adata.var_names.duplicated()][:3].tolist()
+        msg = (f"Gene names are duplicated (e.g. {dup}); make them unique first "
+               f"(adata.var_names_make_unique()) or sum the duplicates.")
         raise StagateInputError(msg)
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -196,6 +201,20 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         summary["graph"]["radius_um"] = summary["graph"]["radius"] * summary["input"]["um_per_unit"]
     summary.update(cfg.extra)
     return adata, summary
+
+
+def _check_labels(adata: AnnData, label_key: str) -> None:
+    """Before any work: the annotation to score against exists and has two classes."""
+    if label_key not in adata.obs:
+        msg = f"--label-key {label_key!r} is not a column of obs (has {list(adata.obs)})."
+        raise StagateInputError(msg)
+    labels = adata.obs[label_key]
+    classes = labels[annotated_mask(labels)].astype(str).unique()
+    if len(classes) < 2:
+        what = "no annotated spot" if len(classes) == 0 else f"one class ({classes[0]!r})"
+        msg = (f"--label-key {label_key!r} has {what}; ARI/NMI need at least two annotated "
+               f"classes. Pick another column or drop --label-key.")
+        raise StagateInputError(msg)
 
 
 def _section_mode(adata: AnnData, cfg: PipelineConfig) -> str:
@@ -447,6 +466,10 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
                 (out / name).unlink()
         for name in sorted(written, key=lambda n: n == "summary.json"):  # summary last
             os.replace(tmp / name, out / name)
+    except OSError as err:  # disk full, quota, read-only file system...
+        msg = (f"Writing the results failed ({err.strerror or err}); {out} is left as it was. "
+               f"Free some space or choose another --out.")
+        raise StagateInputError(msg) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         lock.close()

@@ -144,8 +144,9 @@ def check_finite_expression(x, *, what: str = "expression") -> None:
 
 def check_n_domains(n_domains: int, n_obs: int) -> int:
     """Raise unless 2 <= n_domains <= n_obs."""
-    if int(n_domains) != n_domains or n_domains < 1:
-        msg = f"n_domains == {n_domains}, must be a positive integer."
+    if int(n_domains) != n_domains or n_domains < 2:
+        msg = (f"n_domains == {n_domains}, must be an integer of at least 2 (one domain is the "
+               f"whole tissue: nothing to find).")
         raise StagateInputError(msg)
     if n_domains > n_obs:
         msg = f"n_domains == {n_domains}, must be <= the number of spots ({n_obs})."

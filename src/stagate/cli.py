@@ -86,7 +86,8 @@ def _shared_options(f):
                      help="obsm key of the coordinates (e.g. spatial3d for a 3-D volume)."),
         click.option("--alpha", type=float, default=0.0, show_default=True,
                      help="Cell type-aware module weight (0 = off; 0.5 in the tutorial)."),
-        click.option("--epochs", "n_epochs", type=int, default=1000, show_default=True,
+        click.option("--epochs", "n_epochs", type=click.IntRange(min=1), default=1000,
+                     show_default=True,
                      help="Most epochs to train (exactly this many with --tol 0)."),
         click.option("--tol", type=float, default=CONVERGENCE_TOL or 0.0, show_default=True,
                      help="Early stopping: stop once the loss fell by less than this fraction "
@@ -133,7 +134,9 @@ def _config(n_domains, label_key, opts: dict, **extra):
         try:
             radius = float(radius)
         except ValueError:
-            msg = f"--radius must be a number or 'auto', got {radius!r}."
+            radius = float("nan")
+        if not 0 < radius < float("inf"):
+            msg = f"--radius must be a positive number or 'auto', got {opts['radius']!r}."
             raise click.UsageError(msg) from None
     return PipelineConfig(
         n_domains=n_domains, label_key=label_key, seed=opts["seed"], device=opts["device"],
@@ -193,7 +196,7 @@ def _batch_size(value: str):
               help="Stereo-seq GEM: bin size in DNBs (bin50).")
 @click.option("--x-col", default=None, help="Column of the x coordinate, if not 'x'.")
 @click.option("--y-col", default=None, help="Column of the y coordinate, if not 'y'.")
-@click.option("--n-domains", type=click.IntRange(min=1), required=True,
+@click.option("--n-domains", type=click.IntRange(min=2), required=True,
               help="Number of spatial domains to find.")
 @click.option("--label-key", type=str, default=None,
               help="obs column with a manual annotation: report ARI/NMI against it.")

@@ -98,16 +98,16 @@ def spatial_network(
     use_knn = n_neighbors is not None
     if use_knn and radius not in (None, "auto"):
         msg = "Pass exactly one of `radius` (radius model) or `n_neighbors` (KNN model)."
-        raise ValueError(msg)
+        raise StagateInputError(msg)
     if not use_knn and radius is None:
         msg = "Pass `radius` (a number or 'auto') or `n_neighbors`."
-        raise ValueError(msg)
+        raise StagateInputError(msg)
     if use_knn and (int(n_neighbors) != n_neighbors or n_neighbors < 1):
         msg = f"n_neighbors == {n_neighbors}, must be a positive integer."
-        raise ValueError(msg)
+        raise StagateInputError(msg)
     if not use_knn and radius != "auto" and not radius > 0:
         msg = f"radius == {radius}, must be > 0."
-        raise ValueError(msg)
+        raise StagateInputError(msg)
 
     stack = between_radius is not None
     if stack:
@@ -242,7 +242,7 @@ def auto_radius(sections: list[np.ndarray], target_neighbors: float) -> float:
     """
     if target_neighbors <= 0:
         msg = f"target_neighbors == {target_neighbors}, must be > 0."
-        raise ValueError(msg)
+        raise StagateInputError(msg)
     n_total = sum(len(c) for c in sections)
     k = int(np.ceil(3 * target_neighbors)) + 1
     dists = []

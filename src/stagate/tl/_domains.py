@@ -71,7 +71,7 @@ def domains(
         raise StagateInputError(msg)
     if method not in METHODS:
         msg = f"method == {method!r}, must be one of {METHODS}."
-        raise ValueError(msg)
+        raise StagateInputError(msg)
     if n_domains is not None:
         n_domains = check_n_domains(n_domains, adata.n_obs)
     emb = np.asarray(adata.obsm[use_rep], dtype=np.float64)
@@ -80,7 +80,7 @@ def domains(
     if method == "mclust":
         if model not in MODELS:
             msg = f"model == {model!r}, must be one of {MODELS}."
-            raise ValueError(msg)
+            raise StagateInputError(msg)
         seed = 2020 if random_state is None else random_state
         lo, hi = n_domains_range
         g_range = [n_domains] if n_domains else range(lo, min(hi, adata.n_obs) + 1)

@@ -54,7 +54,7 @@ def refine_domains(
     conn = _keys.graph_keys(adata, graph_key)[0]
     if int(n_rounds) < 1:
         msg = f"n_rounds == {n_rounds}, must be at least 1."
-        raise ValueError(msg)
+        raise StagateInputError(msg)
     key_added = key_added or f"{domain_key}_refined"
     labels = adata.obs[domain_key].astype(str).to_numpy()
     refined = majority_vote(labels, adata.obsp[conn], n_rounds=int(n_rounds))
