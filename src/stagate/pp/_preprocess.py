@@ -81,18 +81,32 @@ def preprocess(
         )
         raise StagateInputError(msg)
 
+    if batch_key is not None and batch_key not in target.obs:
+        msg = f"batch_key {batch_key!r} is not a column of adata.obs."
+        raise StagateInputError(msg)
+    n_variable = _fewest_variable_genes(target.layers[_keys.COUNTS_LAYER],
+                                        None if batch_key is None else target.obs[batch_key])
     if n_top_genes is None or n_top_genes >= target.n_vars:
         target.var["highly_variable"] = True
         log.info("using all %d genes (panel smaller than n_top_genes)", target.n_vars)
+    elif n_variable < _MIN_VARIABLE_GENES:
+        # seurat_v3 fits a loess curve of variance against mean: with a handful of genes the
+        # fit is singular, and with fewer than 4 it crashes the interpreter (scikit-misc)
+        target.var["highly_variable"] = True
+        log.warning("only %d genes vary across spots%s, too few to rank by variability; "
+                    "all %d genes are used", n_variable,
+                    " within a section" if batch_key else "", target.n_vars)
     else:
-        if batch_key is not None and batch_key not in target.obs:
-            msg = f"batch_key {batch_key!r} is not a column of adata.obs."
-            raise StagateInputError(msg)
-        sc.pp.highly_variable_genes(
-            target, flavor="seurat_v3", n_top_genes=n_top_genes, layer=_keys.COUNTS_LAYER,
-            batch_key=batch_key,
-        )
-        log.info("selected %d highly variable genes (seurat_v3)", n_top_genes)
+        try:
+            sc.pp.highly_variable_genes(
+                target, flavor="seurat_v3", n_top_genes=n_top_genes, layer=_keys.COUNTS_LAYER,
+                batch_key=batch_key,
+            )
+            log.info("selected %d highly variable genes (seurat_v3)", n_top_genes)
+        except ValueError as err:  # the loess fit is singular (genes with equal means)
+            target.var["highly_variable"] = True
+            log.warning("seurat_v3 could not rank the genes by variability (%s); all %d genes "
+                        "are used", err, target.n_vars)
 
     hvg = target.var["highly_variable"].to_numpy(dtype=bool)
     if subset and not hvg.all():
@@ -108,6 +122,41 @@ def preprocess(
                    "subset": subset, "flavor": "seurat_v3", "batch_key": batch_key}
     }
     return target if copy else None
+
+
+#: fewest varying genes for which seurat_v3's loess fit is reliable (it fails below ~15)
+_MIN_VARIABLE_GENES = 30
+
+
+def _fewest_variable_genes(counts, batches) -> int:
+    """The smallest number, over sections, of distinct means among genes whose counts vary
+    across spots (the points seurat_v3's loess fit gets)."""
+    groups = [None] if batches is None else [
+        np.flatnonzero((batches == b).to_numpy()) for b in batches.unique()]
+    fewest = None
+    for rows in groups:
+        mean, var = _column_moments(counts if rows is None else counts[rows])
+        n = int(np.unique(np.round(mean[var > 1e-12], 12)).size)
+        fewest = n if fewest is None else min(fewest, n)
+    return fewest or 0
+
+
+def _column_moments(m) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and variances without a float copy of the matrix (chunks of its data)."""
+    n = m.shape[0]
+    if not sp.issparse(m):
+        d = np.asarray(m, dtype=np.float64)
+        return d.mean(axis=0), d.var(axis=0)
+    m = sp.csr_matrix(m)
+    s1 = np.zeros(m.shape[1])
+    s2 = np.zeros(m.shape[1])
+    for start in range(0, m.nnz, 10_000_000):
+        idx = m.indices[start:start + 10_000_000]
+        v = m.data[start:start + 10_000_000].astype(np.float64)
+        s1 += np.bincount(idx, v, minlength=m.shape[1])
+        s2 += np.bincount(idx, v * v, minlength=m.shape[1])
+    mean = s1 / n
+    return mean, s2 / n - mean**2
 
 
 def log_normalise(counts: sp.csr_matrix, totals: np.ndarray, target_sum: float) -> sp.csr_matrix:
