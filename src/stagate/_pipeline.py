@@ -407,6 +407,11 @@ def claim_output_folder(out: Path, *, force: bool = False):
         msg = (f"Another stagate run is writing to {out} right now; wait for it or pick "
                f"another --out.")
         raise StagateInputError(msg) from None
+    # staging folders of runs into this --out that were killed while writing (none can be
+    # live: we hold the lock)
+    for stale in out.parent.glob(f".{out.name}.stagate-tmp-*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     return lock
 
 
@@ -427,7 +432,7 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
     names = OUTPUT_FILES
     lock = lock or claim_output_folder(out, force=force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.stagate-tmp-", dir=out.parent))
     t_write = time.perf_counter()
     try:
         # lzf: several times faster than gzip at a similar ratio on count matrices
