@@ -286,3 +286,46 @@ def test_duplicate_gene_names_are_named(sim_raw, tmp_path):
     res = CliRunner().invoke(cli, ["run", str(path), "--n-domains", "3", "--out",
                                    str(tmp_path / "o"), *FAST])
     assert res.exit_code == 1 and "Gene names are duplicated" in res.output, res.output
+
+
+@pytest.mark.parametrize("what", ["1-D", "4 columns"])
+def test_coordinates_of_the_wrong_shape_are_named(sim_raw, tmp_path, what):
+    a = sim_raw.copy()
+    xy = a.obsm["spatial"]
+    a.obsm["spatial"] = np.column_stack([xy, xy]) if what == "4 columns" else xy[:, :1]
+    path = tmp_path / "in.h5ad"
+    a.write_h5ad(path)
+    res = CliRunner().invoke(cli, ["run", str(path), "--n-domains", "3", "--out",
+                                   str(tmp_path / "o"), *FAST])
+    assert res.exit_code == 1 and "expected (n_spots, 2) or (n_spots, 3)" in res.output
+
+
+@pytest.mark.parametrize("what", ["integer-valued floats", "explicit zeros"])
+def test_counts_stored_unusually_are_accepted(sim_raw, tmp_path, what):
+    import scipy.sparse as sp
+
+    a = sim_raw.copy()
+    if what == "integer-valued floats":
+        a.X = a.X.toarray().astype(np.float64)
+    else:
+        x = sp.csr_matrix(a.X, dtype=np.float32)
+        x.data[::3] = 0  # stored entries that are zero
+        a.X = x
+    path = tmp_path / "in.h5ad"
+    a.write_h5ad(path)
+    res = CliRunner().invoke(cli, ["run", str(path), "--n-domains", "3", "--out",
+                                   str(tmp_path / "o"), *FAST])
+    assert res.exit_code == 0, res.output
+
+
+def test_a_damaged_tissue_image_is_a_warning(tmp_path, caplog):
+    import stagate as sg
+
+    from .test_io import make_visium
+
+    folder = tmp_path / "slide"
+    make_visium(folder)
+    (folder / "spatial" / "tissue_hires_image.png").write_bytes(b"not a png")
+    a = sg.io.read(folder)
+    assert "cannot be read" in caplog.text
+    assert "hires" not in a.uns["spatial"]["slide"]["images"]

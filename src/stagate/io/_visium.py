@@ -97,7 +97,11 @@ def read_visium(path: str | Path, *, count_file: str | None = None, in_tissue_on
         for res in ("hires", "lowres"):
             img = spatial / f"tissue_{res}_image.png"
             if img.exists():
-                images[res] = imread(str(img))
+                try:
+                    images[res] = imread(str(img))
+                except (OSError, ValueError, SyntaxError) as err:  # damaged or not a PNG
+                    log.warning("%s: the %s image %s cannot be read (%s); plots will lack it",
+                                path, res, img.name, err)
             else:
                 log.warning("%s: no %s image (%s); plots will lack it", path, res, img.name)
     adata.uns["spatial"] = {library_id: {
