@@ -157,3 +157,11 @@ def test_a_table_concatenated_twice_is_refused(rng):
     twice.X = np.vstack([a.X, a.X])
     with pytest.raises(ValueError, match="200 spot.*same position and the same expression"):
         sg.pp.spatial_network(twice, radius=8.0)
+
+
+@pytest.mark.filterwarnings("ignore:Observation names are not unique")
+def test_duplicated_spot_names_are_named(rng):
+    a = make(rng.uniform(0, 100, (20, 2)))
+    a.obs_names = ["s0"] * 2 + list(a.obs_names[2:])
+    with pytest.raises(ValueError, match="Duplicated spot names.*obs_names_make_unique"):
+        sg.pp.spatial_network(a, radius=30.0)
