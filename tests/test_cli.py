@@ -45,7 +45,7 @@ def test_run_writes_results_and_is_reproducible(h5ad, tmp_path):
         assert res.exit_code == 0, res.output
         outs.append(anndata.read_h5ad(out / "stagate.h5ad"))
     a, b = outs
-    assert a.obs["stagate_domain"].nunique() == 4
+    assert a.obs["domain"].nunique() == 4
     np.testing.assert_array_equal(a.obsm["STAGATE"], b.obsm["STAGATE"])
     assert {"STAGATE_ReX"} <= set(a.layers) and "STAGATE_attention" in a.obsp
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
@@ -193,7 +193,7 @@ def test_refine_and_early_stopping_options(h5ad, tmp_path):
     assert 50 < summary["epochs_trained"] < 200  # the 50-epoch window, then the rule stops it
     assert 0 <= summary["ari_refined"] <= 1
     a = anndata.read_h5ad(out / "stagate.h5ad")
-    assert set(a.obs["stagate_domain_refined"].unique()) <= set(a.obs["stagate_domain"].unique())
+    assert set(a.obs["domain_refined"].unique()) <= set(a.obs["domain"].unique())
 
 
 def test_out_is_checked_before_any_work(h5ad, tmp_path):
@@ -329,3 +329,17 @@ def test_a_damaged_tissue_image_is_a_warning(tmp_path, caplog):
     a = sg.io.read(folder)
     assert "cannot be read" in caplog.text
     assert "hires" not in a.uns["spatial"]["slide"]["images"]
+
+
+def test_an_input_column_named_domain_is_kept_and_still_scored(sim_raw, tmp_path):
+    a = sim_raw.copy()
+    a.obs["domain"] = a.obs["domain_truth"]
+    path = tmp_path / "in.h5ad"
+    a.write_h5ad(path)
+    out = tmp_path / "o"
+    res = CliRunner().invoke(cli, ["run", str(path), "--n-domains", "4", "--label-key",
+                                   "domain", "--out", str(out), *FAST])
+    assert res.exit_code == 0, res.output
+    result = anndata.read_h5ad(out / "stagate.h5ad")
+    assert (result.obs["domain_input"] == a.obs["domain_truth"].to_numpy()).all()
+    assert json.loads((out / "summary.json").read_text())["ari"] < 0.999  # not self-scored

@@ -83,7 +83,7 @@ def test_killed_training_resumes_from_its_checkpoint_to_the_same_result(h5ad, re
     assert "resuming from checkpoint" in res.stderr
     got = anndata.read_h5ad(out / "stagate.h5ad")
     np.testing.assert_array_equal(got.obsm["STAGATE"], expected.obsm["STAGATE"])
-    np.testing.assert_array_equal(got.obs["stagate_domain"], expected.obs["stagate_domain"])
+    np.testing.assert_array_equal(got.obs["domain"], expected.obs["domain"])
 
 
 @pytest.mark.parametrize("fraction", [0.6, 0.95])  # mostly training; clustering or writing

@@ -8,7 +8,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,10 @@ from ._validation import StagateInputError, check_counts, check_n_domains
 from .pp._sections import section_categories
 from .tl._metrics import annotated_mask
 from .train._loop import CONVERGENCE_TOL
+
+#: obs column of the refined domains (``--refine``); the domains are ``obs[_keys.DOMAIN]``,
+#: the same name as :func:`stagate.tl.domains` and :func:`stagate.pl.domains` use
+REFINED = f"{_keys.DOMAIN}_refined"
 
 
 @dataclass
@@ -88,6 +92,14 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
 
     t = time.perf_counter()
     adata = adata.copy() if copy else adata
+    for col in (_keys.DOMAIN, REFINED):  # the input's own column of that name is kept aside
+        if col in adata.obs:
+            kept = f"{col}_input"
+            log.warning("obs[%r] of the input is renamed obs[%r]: the run writes its domains "
+                        "to obs[%r]", col, kept, col)
+            adata.obs = adata.obs.rename(columns={col: kept})
+            if cfg.label_key == col:
+                cfg = replace(cfg, label_key=kept)
     mode = _section_mode(adata, cfg)
     section_key = cfg.section_key if mode != "single" else None
     if section_key is not None:  # categories in section order, for every step below
@@ -145,9 +157,9 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
     if mode == "separate":  # each section's own clustering: domain names are not shared
         _cluster_separately(adata, section_key, cfg)
     else:
-        tl.domains(adata, cfg.n_domains, method=cfg.cluster_method, key_added="stagate_domain")
+        tl.domains(adata, cfg.n_domains, method=cfg.cluster_method, key_added=_keys.DOMAIN)
     if cfg.refine:
-        tl.refine_domains(adata, "stagate_domain", key_added="stagate_domain_refined")
+        tl.refine_domains(adata, _keys.DOMAIN, key_added=REFINED)
     seconds["cluster"] = time.perf_counter() - t
 
     if cfg.umap:
@@ -184,14 +196,14 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
     if section_key is not None:
         summary["sections"] = _sections_summary(adata, section_key, mode, spatial_key, cfg)
     if cfg.label_key is not None:
-        scores = tl.score_domains(adata, label_key=cfg.label_key, domain_key="stagate_domain",
+        scores = tl.score_domains(adata, label_key=cfg.label_key, domain_key=_keys.DOMAIN,
                                   groupby=section_key)
         if mode == "separate":  # domain names differ between sections: pooled ARI is void
             scores = {"per_section": scores["per_section"]}
         summary.update(scores)
         if cfg.refine:
             refined = tl.score_domains(adata, label_key=cfg.label_key,
-                                       domain_key="stagate_domain_refined")
+                                       domain_key=REFINED)
             summary.update({f"{k}_refined": v for k, v in refined.items()})
     source = adata.uns.get("stagate_input", {})
     summary["input"] = {"format": source.get("format", "anndata"),
@@ -299,7 +311,7 @@ def _cluster_separately(adata: AnnData, section_key: str, cfg: PipelineConfig) -
         tl.domains(sub, cfg.n_domains, method=cfg.cluster_method, key_added="d")
         labels[mask] = sub.obs["d"].astype(str).to_numpy()
     cats = sorted(set(labels), key=lambda v: (len(v), v))
-    adata.obs["stagate_domain"] = pd.Categorical(labels.to_numpy(), categories=cats)
+    adata.obs[_keys.DOMAIN] = pd.Categorical(labels.to_numpy(), categories=cats)
 
 
 def _sections_summary(adata: AnnData, section_key: str, mode: str, spatial_key: str,
@@ -327,11 +339,11 @@ def _sections_summary(adata: AnnData, section_key: str, mode: str, spatial_key: 
         out["transforms"] = {k: np.asarray(v).round(6).tolist()
                              for k, v in adata.uns[_keys.ALIGNED]["transforms"].items()}
     out["mixing"] = tl.section_mixing(adata, section_key=section_key,
-                                      domain_key="stagate_domain")
+                                      domain_key=_keys.DOMAIN)
     if mode == "separate":
         out["mixing"]["note"] = ("separate models: each section's embedding lives in its own "
                                  "space, so mixing is low by construction")
-    out["agreement"] = tl.section_agreement(adata, "stagate_domain", section_key=section_key,
+    out["agreement"] = tl.section_agreement(adata, _keys.DOMAIN, section_key=section_key,
                                             spatial_key=spatial_key)
     return out
 
@@ -443,23 +455,23 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
         sections = summary.get("sections")
         if sections is not None and not sections["domains_shared"]:
             title += " (separate models: domain names differ between sections)"
-        ax = pl.domains(adata, key="stagate_domain", title=title,
+        ax = pl.domains(adata, key=_keys.DOMAIN, title=title,
                         section_key=sections["key"] if sections else None)
         fig = np.ravel(ax)[0].figure
         fig.savefig(tmp / "domains.png", dpi=150, bbox_inches="tight")
         plt.close(fig)
         if sections is not None:
-            ax = pl.domains_3d(adata, key="stagate_domain", spatial_key=sections["coordinates"],
+            ax = pl.domains_3d(adata, key=_keys.DOMAIN, spatial_key=sections["coordinates"],
                                section_key=sections["key"], title="STAGATE domains, stacked")
             ax.figure.savefig(tmp / "domains_3d.png", dpi=150, bbox_inches="tight")
             plt.close(ax.figure)
         elif np.asarray(adata.obsm[graph_coordinates(adata)]).shape[1] == 3:
-            ax = pl.domains_3d(adata, key="stagate_domain",
+            ax = pl.domains_3d(adata, key=_keys.DOMAIN,
                                spatial_key=graph_coordinates(adata))
             ax.figure.savefig(tmp / "domains_3d.png", dpi=150, bbox_inches="tight")
             plt.close(ax.figure)
         if "X_umap" in adata.obsm:
-            ax = pl.umap(adata, color="stagate_domain")
+            ax = pl.umap(adata, color=_keys.DOMAIN)
             ax.figure.savefig(tmp / "umap.png", dpi=150, bbox_inches="tight")
             plt.close(ax.figure)
         summary["seconds"]["write"] = round(time.perf_counter() - t_write, 3)

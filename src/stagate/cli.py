@@ -110,7 +110,7 @@ def _shared_options(f):
                      help="How to cluster the embedding into domains (mclust = R's "
                           "mclust EEE, as the original, without R)."),
         click.option("--refine", is_flag=True,
-                     help="Also write obs['stagate_domain_refined']: each spot's neighbourhood "
+                     help="Also write obs['domain_refined']: each spot's neighbourhood "
                           "majority domain (removes lone spots)."),
         click.option("--no-umap", is_flag=True, help="Skip the UMAP (faster on large data)."),
         click.option("--force", is_flag=True, help="Overwrite results already in --out."),
