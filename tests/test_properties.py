@@ -186,3 +186,24 @@ def test_table_readers_turn_damaged_tables_into_one_clear_error(tmp_path_factory
         sg.io.read(folder, "imaging")
     except StagateInputError as err:
         assert str(err)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_gem_reader_turns_damaged_files_into_one_clear_error(tmp_path_factory, data):
+    """Stereo-seq GEM text: truncated anywhere, or with junk appended or spliced in."""
+    lines = ["geneID\tx\ty\tMIDCount"] + [f"G{i % 7}\t{(i * 37) % 400}\t{(i * 91) % 300}\t"
+                                          f"{1 + i % 4}" for i in range(300)]
+    text = "\n".join(lines) + "\n"
+    cut = data.draw(st.integers(0, len(text)))
+    junk = data.draw(st.binary(max_size=64)).decode("latin-1")
+    at = data.draw(st.integers(0, cut))
+    damaged = text[:at] + junk + text[at:cut]
+    path = tmp_path_factory.mktemp("gem") / "s.gem"
+    path.write_text(damaged, encoding="latin-1")
+    try:
+        a = sg.io.read(path, bin_size=50)
+    except StagateInputError as err:
+        assert str(err)
+        return
+    assert a.n_obs > 0 and np.isfinite(a.obsm["spatial"]).all()

@@ -41,6 +41,8 @@ def read_table(path: Path, **kwds) -> pd.DataFrame:
         fail(path, "the file is empty.")
     except UnicodeDecodeError:
         fail(path, "not a text table (is it compressed with something other than gzip?).")
+    except pd.errors.ParserError as err:  # rows with more fields than the header, etc.
+        fail(path, f"malformed table ({str(err).strip()}); is the file damaged or cut short?")
     if df.shape[0] == 0:
         fail(path, "the table has a header but no rows.")
     return df
