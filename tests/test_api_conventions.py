@@ -51,3 +51,17 @@ def test_the_command_line_starts_without_torch_or_scanpy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_every_plot_returns_its_axes(sim):
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.axes import Axes
+
+    sg.tl.stagate(sim, n_epochs=3, hidden_dim=16, latent_dim=4, show_progress=False)
+    sg.tl.domains(sim, 3)
+    results = [sg.pl.domains(sim), sg.pl.loss(sim), sg.pl.neighbors_histogram(sim),
+               sg.pl.attention(sim, 0), sg.pl.genes(sim, list(sim.var_names[:2]))]
+    for r in results:
+        assert all(isinstance(ax, Axes) for ax in np.ravel(r))
+    plt.close("all")

@@ -233,8 +233,10 @@ def loss(adata: AnnData, *, key: str = _keys.EMBEDDING, ax: Axes | None = None) 
 def genes(
     adata: AnnData, genes: Sequence[str], *, key: str = _keys.EMBEDDING,
     spatial_key: str = _keys.SPATIAL, cmap: str = "viridis",
-) -> plt.Figure:
-    """Raw (log-normalised ``X``) vs denoised (``layers['{key}_ReX']``) maps of `genes`."""
+) -> np.ndarray:
+    """Log-normalised (``X``) vs denoised (``layers['{key}_ReX']``) maps of `genes`.
+
+    Returns the (2, n_genes) array of axes: first row measured, second row denoised."""
     layer = _keys.recon_key(key)
     if layer not in adata.layers:
         msg = f"adata.layers[{layer!r}] not found. Run stagate.tl.stagate(adata) first."
@@ -247,19 +249,21 @@ def genes(
     fig, axes = plt.subplots(2, len(genes), figsize=(3 * len(genes), 6), squeeze=False)
     for j, g in enumerate(genes):
         col = adata.var_names.get_loc(g)
-        for i, (mat, what) in enumerate([(adata.X, "raw"), (adata.layers[layer], "STAGATE")]):
+        for i, (mat, what) in enumerate([(adata.X, "log-normalised"),
+                                          (adata.layers[layer], "STAGATE denoised")]):
             v = mat[:, col]
             v = np.asarray(v.toarray() if sp.issparse(v) else v).ravel()
             ax = axes[i, j]
-            ax.scatter(xy[:, 0], xy[:, 1], c=v, s=_spot_size(len(xy)), cmap=cmap, linewidths=0,
-                       rasterized=len(xy) > _RASTERISE_ABOVE)
+            dots = ax.scatter(xy[:, 0], xy[:, 1], c=v, s=_spot_size(len(xy)), cmap=cmap,
+                              linewidths=0, rasterized=len(xy) > _RASTERISE_ABOVE)
+            fig.colorbar(dots, ax=ax, shrink=0.7, label="expression")
             ax.set_title(f"{g} ({what})")
             ax.set_aspect("equal")
             ax.invert_yaxis()
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
-    return fig
+    return axes
 
 
 def attention(
