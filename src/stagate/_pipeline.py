@@ -234,19 +234,15 @@ def _section_mode(adata: AnnData, cfg: PipelineConfig) -> str:
     if cfg.sections not in (None, "joint3d", "joint", "separate"):
         msg = f"sections == {cfg.sections!r}, must be 'joint3d', 'joint' or 'separate'."
         raise StagateInputError(msg)
-    if cfg.section_key is None:
-        if cfg.sections is not None or cfg.align:
+    categories = (None if cfg.section_key is None else
+                  section_categories(adata, cfg.section_key, cfg.section_order))
+    if categories is None or len(categories.categories) < 2:
+        if cfg.sections is not None or cfg.align:  # asked for a multi-section model
             what = "--align" if cfg.align else f"--sections {cfg.sections}"
-            msg = (f"{what} needs several sections: pass several inputs, or --section-key "
-                   f"naming the obs column of each spot's section.")
-            raise StagateInputError(msg)
-        return "single"
-    categories = section_categories(adata, cfg.section_key, cfg.section_order)
-    if len(categories.categories) < 2:
-        if cfg.sections is not None or cfg.align:
-            what = "--align" if cfg.align else f"--sections {cfg.sections}"
-            msg = (f"{what} needs several sections, but obs[{cfg.section_key!r}] holds one "
-                   f"({categories.categories[0]!r}).")
+            found = ("pass several inputs, or --section-key naming the obs column of each "
+                     "spot's section" if categories is None else
+                     f"but obs[{cfg.section_key!r}] holds one ({categories.categories[0]!r})")
+            msg = f"{what} needs several sections: {found}."
             raise StagateInputError(msg)
         return "single"
     for name in categories.categories:

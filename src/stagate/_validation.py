@@ -17,6 +17,16 @@ if TYPE_CHECKING:
 __all__ = ["NotFittedError", "StagateInputError"]
 
 
+def require_key(adata: AnnData, where: str, key: str, hint: str | None = None) -> None:
+    """Raise unless ``adata.<where>[key]`` exists (`where`: obs, obsm, obsp, layers, uns);
+    the message lists what is there, or gives `hint` (the step that makes the key)."""
+    found = getattr(adata, where)
+    if key not in found:
+        fix = hint or f"{where} has {list(found.keys())}"
+        msg = f"adata.{where}[{key!r}] not found. {fix}."
+        raise StagateInputError(msg)
+
+
 def check_coordinates(adata: AnnData, spatial_key: str = _keys.SPATIAL) -> np.ndarray:
     """Return the coordinates as float64 (n, 2|3): present, finite, no duplicated spots."""
     if spatial_key not in adata.obsm:

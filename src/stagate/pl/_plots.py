@@ -13,7 +13,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 
 from .. import _keys
-from .._validation import StagateInputError
+from .._validation import StagateInputError, require_key
 
 #: above this many points scatter plots are rasterised (vector files stay small)
 _RASTERISE_ABOVE = 5000
@@ -58,12 +58,8 @@ def domains(
     With `section_key`, one panel per section (in its categories' order, each over its own
     image, ``uns['spatial'][section]``) and one shared legend; returns the array of axes.
     """
-    if key not in adata.obs:
-        msg = f"adata.obs[{key!r}] not found. Run stagate.tl.domains(adata) first."
-        raise StagateInputError(msg)
-    if spatial_key not in adata.obsm:
-        msg = f"adata.obsm[{spatial_key!r}] not found (obsm has {list(adata.obsm)})."
-        raise StagateInputError(msg)
+    require_key(adata, "obs", key, "Run stagate.tl.domains(adata) first")
+    require_key(adata, "obsm", spatial_key)
     if section_key is not None:
         return _domains_by_section(adata, key=key, spatial_key=spatial_key,
                                    section_key=section_key, image=image, title=title,
@@ -129,9 +125,8 @@ def domains_3d(
     The third axis is the section's position in the stack with `section_key` (sections are
     ordered, their spacing is not known), else the third column of ``obsm[spatial_key]``.
     """
-    if key not in adata.obs:
-        msg = f"adata.obs[{key!r}] not found. Run stagate.tl.domains(adata) first."
-        raise StagateInputError(msg)
+    require_key(adata, "obs", key, "Run stagate.tl.domains(adata) first")
+    require_key(adata, "obsm", spatial_key)
     coords = np.asarray(adata.obsm[spatial_key], dtype=float)
     if section_key is not None:
         from ..pp._sections import section_categories

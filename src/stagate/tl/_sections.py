@@ -11,7 +11,7 @@ from sklearn.metrics import adjusted_rand_score
 from .. import _keys
 from .._docs import DOC_ADATA, doc_params
 from .._logging import log
-from .._validation import StagateInputError
+from .._validation import StagateInputError, require_key
 from ..pp._sections import section_categories
 
 
@@ -56,9 +56,7 @@ def section_mixing(
     """
     from harmonypy import compute_lisi
 
-    if use_rep not in adata.obsm:
-        msg = f"adata.obsm[{use_rep!r}] not found. Run stagate.tl.stagate(adata) first."
-        raise StagateInputError(msg)
+    require_key(adata, "obsm", use_rep, "Run stagate.tl.stagate(adata) first")
     sections = section_categories(adata, section_key)
     n_sections = len(sections.categories)
     if n_sections < 2:
@@ -73,9 +71,7 @@ def section_mixing(
            "per_section": {str(s): float(np.median(scaled[sections.codes == c]))
                            for c, s in enumerate(sections.categories)}}
     if domain_key is not None:
-        if domain_key not in adata.obs:
-            msg = f"adata.obs[{domain_key!r}] not found. Run stagate.tl.domains(adata) first."
-            raise StagateInputError(msg)
+        require_key(adata, "obs", domain_key, "Run stagate.tl.domains(adata) first")
         dom = adata.obs[domain_key].astype(str).to_numpy()
         out["per_domain"] = {d: float(scaled[dom == d].mean()) for d in pd.unique(dom)}
     if key_added is not None:
@@ -119,12 +115,8 @@ def section_agreement(
     -------
     ``{{"mean_ari": ..., "pairs": [{{"sections": (a, b), "ari": ..., "n_pairs": ...}}, ...]}}``.
     """
-    if domain_key not in adata.obs:
-        msg = f"adata.obs[{domain_key!r}] not found. Run stagate.tl.domains(adata) first."
-        raise StagateInputError(msg)
-    if spatial_key not in adata.obsm:
-        msg = f"adata.obsm[{spatial_key!r}] not found (obsm has {list(adata.obsm)})."
-        raise StagateInputError(msg)
+    require_key(adata, "obs", domain_key, "Run stagate.tl.domains(adata) first")
+    require_key(adata, "obsm", spatial_key)
     sections = section_categories(adata, section_key)
     xy = np.asarray(adata.obsm[spatial_key], dtype=np.float64)[:, :2]
     dom = adata.obs[domain_key].astype(str).to_numpy()
