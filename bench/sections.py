@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from compare import machine  # CPU model from /proc/cpuinfo, cores, platform
+from scale import CHILD  # runs `stagate` in-process, prints wall time and peak RSS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STAGATE_DATA", ROOT.parent / "shared" / "data"))
@@ -41,15 +42,6 @@ RESULTS = ROOT / "bench" / "results"
 MODES = ["separate", "joint", "joint3d"]
 #: the 33k-cell volume trains at ~1.4 s/epoch on a 2-core CPU: 1000 epochs would take 23 min
 STARMAP3D_EPOCHS = 200
-
-CHILD = """
-import json, resource, sys, time
-from stagate.cli import cli
-t0 = time.perf_counter()
-cli(sys.argv[1:], standalone_mode=False)
-print("BENCH_RESULT " + json.dumps({"wall_s": time.perf_counter() - t0,
-      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}))
-"""
 
 PREPARE_STARMAP3D = """
 import sys, numpy as np, anndata as ad
@@ -73,7 +65,7 @@ def run_cli(args: list[str], out: Path) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.exit(f"failed: {' '.join(args)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("BENCH_RESULT "))
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("SCALE_RESULT "))
     child = json.loads(line.split(" ", 1)[1])
     summary = json.loads((out / "summary.json").read_text())
     return {"wall_s": round(child["wall_s"], 1), "peak_rss_gb": round(child["peak_rss_gb"], 2),
