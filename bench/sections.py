@@ -87,18 +87,18 @@ def record(case: str, mode: str, seed: int, args: list[str], res: dict) -> dict:
     return row
 
 
-def cases(names: list[str], seeds: list[int], tmp: Path):
+def cases(names: list[str], seeds: list[int], tmp: Path, modes: list[str] = MODES):
     if "dlpfc" in names:
         a, b = dataset("dlpfc_151673"), dataset("dlpfc_151676")
         for seed in seeds:
-            for mode in MODES:
+            for mode in modes:
                 yield "dlpfc_151673+151676", mode, seed, [
                     str(a), str(b), "--sections", mode, "--align", "--n-domains", "7",
                     "--label-key", "layer", "--seed", str(seed)]
     if "breast" in names:
         f = dataset("breast_cancer_st_4sections")
         for seed in seeds:
-            for mode in MODES:
+            for mode in modes:
                 yield "breast_cancer_st_4sections", mode, seed, [
                     str(f), "--section-key", "section", "--sections", mode, "--n-domains", "5",
                     "--seed", str(seed)]
@@ -116,8 +116,11 @@ def cases(names: list[str], seeds: list[int], tmp: Path):
 def summarise(path: Path) -> str:
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     latest = {}
-    for r in rows:  # the newest row of each (case, mode, seed)
-        latest[(r["case"], r["mode"], r["seed"])] = r
+    for r in rows:  # the newest row of each (case, mode and between radius, seed)
+        mode = r["mode"]
+        if r.get("between_radius"):
+            mode += f" (between radius {r['between_radius']:.4g})"
+        latest[(r["case"], mode, r["seed"])] = r
     out = ["| case | mode | seeds | ARI per section, mean (SD) | mixing (scaled iLISI) | "
            "adjacent-section agreement (ARI) | median wall s | peak RSS GB |",
            "|---|---|---|---|---|---|---|---|"]
@@ -151,13 +154,15 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=["dlpfc", "breast", "starmap3d"],
                         choices=["dlpfc", "breast", "starmap3d"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--summarise", action="store_true")
     args = parser.parse_args()
     results = RESULTS / f"sections_{args.device}.jsonl"
     if not args.summarise:
         with tempfile.TemporaryDirectory() as tmp:
-            for case, mode, seed, cli_args in cases(args.cases, args.seeds, Path(tmp)):
+            for case, mode, seed, cli_args in cases(args.cases, args.seeds, Path(tmp),
+                                                    args.modes):
                 cli_args = [*cli_args, "--device", args.device]
                 res = run_cli(cli_args, Path(tmp) / f"{case}_{mode}_{seed}")
                 row = record(case, mode, seed, cli_args, res)

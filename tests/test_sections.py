@@ -86,11 +86,15 @@ def test_natural_section_order(rng):
     assert list(cats.categories) == ["1", "2", "10"]
 
 
-def test_auto_between_radius_is_the_within_radius(rng):
+def test_auto_between_radius_is_half_the_within_radius(rng):
     a = stack([rng.uniform(0, 30, (80, 2)), rng.uniform(0, 30, (80, 2))])
     sg.pp.spatial_network(a, library_key="section", between_radius="auto")
     params = a.uns["spatial_neighbors"]["params"]
-    assert params["between_radius"] == pytest.approx(params["radius"])
+    assert params["between_radius"] == pytest.approx(0.5 * params["radius"])
+    sg.pp.spatial_network(a, library_key="section", between_radius="auto", n_neighbors=5)
+    within = ~sg.pp.between_section_mask(a)
+    reach = np.quantile(a.obsp["spatial_distances"].data[within], 0.95)
+    assert a.uns["spatial_neighbors"]["params"]["between_radius"] == pytest.approx(0.5 * reach)
 
 
 @pytest.mark.parametrize("kwds, match", [

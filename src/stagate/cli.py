@@ -77,7 +77,7 @@ def _shared_options(f):
                           "inputs' order, or the natural order of --section-key's labels)."),
         click.option("--between-radius", type=str, default="auto", show_default=True,
                      help="joint3d: x-y radius joining spots of adjacent sections, or 'auto' "
-                          "(the within-section radius)."),
+                          "(half the within-section radius: each spot to its counterparts)."),
         click.option("--align", is_flag=True,
                      help="Align each section rigidly onto the previous one (expression + "
                           "position) before building the graph; for sections not imaged in "

@@ -68,10 +68,11 @@ def spatial_network(
         ("2" before "10").
     between_radius
         3-D network: radius in x-y (units of ``obsm[spatial_key]``) joining spots of adjacent
-        sections. ``"auto"`` measures it from the data: the within-section radius (under the
-        KNN model, the 95th percentile of the within-section edge lengths), so a spot is linked
-        to the spots of the next section that would be its neighbours in its own section.
-        None (default): no edges between sections.
+        sections. ``"auto"`` measures it from the data: half the within-section radius (under
+        the KNN model, of the 95th percentile of the within-section edge lengths), so a spot
+        is linked to the one or two spots that overlap it in the adjacent section rather than
+        to their whole neighbourhood (see :func:`~stagate.pp._sections.default_between_radius`
+        for the measurement behind it). None (default): no edges between sections.
     {spatial_key}
     key_added
         Prefix of the keys written (squidpy's convention); use a new one (e.g.
@@ -159,9 +160,9 @@ def spatial_network(
     edges = None
     if stack:
         if between_radius == "auto":
-            between_radius = (param if mode == "radius"
-                              else default_between_radius(np.quantile(dists, 0.95, keepdims=True)
-                                                          if dists.size else dists))
+            reach = param if mode == "radius" else (
+                float(np.quantile(dists, 0.95)) if dists.size else 0.0)
+            between_radius = default_between_radius(reach)
             log.info("automatic between-section radius %.4g", between_radius)
         b_rows, b_cols, b_dists, pairs = between_section_edges(coords, sections,
                                                                float(between_radius))
