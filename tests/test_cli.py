@@ -343,3 +343,24 @@ def test_an_input_column_named_domain_is_kept_and_still_scored(sim_raw, tmp_path
     result = anndata.read_h5ad(out / "stagate.h5ad")
     assert (result.obs["domain_input"] == a.obs["domain_truth"].to_numpy()).all()
     assert json.loads((out / "summary.json").read_text())["ari"] < 0.999  # not self-scored
+
+
+def test_disk_full_while_writing_leaves_earlier_results(h5ad, tmp_path, monkeypatch):
+    import errno
+
+    import anndata as ad_module
+
+    out = tmp_path / "o"
+    base = ["run", str(h5ad), "--n-domains", "4", "--out", str(out), *FAST]
+    assert CliRunner().invoke(cli, base).exit_code == 0
+    before = (out / "summary.json").read_text()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ad_module.AnnData, "write_h5ad", full)
+    res = CliRunner().invoke(cli, [*base, "--force", "--seed", "3"])
+    assert res.exit_code == 1 and "No space left on device" in res.output, res.output
+    assert "Traceback" not in res.output
+    assert (out / "summary.json").read_text() == before  # the earlier run's results stand
+    assert not list(tmp_path.glob(".o.stagate-tmp-*"))
