@@ -69,9 +69,11 @@ def _shared_options(f):
                           "written (default 'section')."),
         click.option("--sections", "sections_mode",
                      type=click.Choice(["joint3d", "joint", "separate"]), default=None,
-                     help="Several sections: 'joint3d' (default) one model on the 3-D "
-                          "network joining adjacent sections; 'joint' one model, no edges "
-                          "between sections; 'separate' one model per section."),
+                     help="Several sections: 'joint3d' (default; consecutive sections) one "
+                          "model on the 3-D network joining adjacent sections; 'joint' one "
+                          "model, no edges between sections (replicates or distant slices: "
+                          "the most accurate on two DLPFC slides); 'separate' one model per "
+                          "section."),
         click.option("--section-order", type=str, default=None,
                      help="Comma-separated section names in stack order (default: the "
                           "inputs' order, or the natural order of --section-key's labels)."),
