@@ -5,7 +5,7 @@ hypothesis seed, so an interpreter crash (a segfault in a compiled dependency, a
 scikit-misc's loess gave on tiny gene sets) shows as a failed round with its seed.
 
     python bench/fuzz.py                      # 5 rounds of 1000 examples per test
-    python bench/fuzz.py --rounds 20 --examples 5000
+    python bench/fuzz.py --rounds 20 --examples 5000 --max-spots 10000
 
 Appends one JSON line per round to bench/results/fuzz.jsonl.
 """
@@ -29,17 +29,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--examples", type=int, default=1000)
+    parser.add_argument("--max-spots", type=int, default=10_000,
+                        help="largest coordinate set drawn (the suite: 300)")
     args = parser.parse_args()
     failed = 0
     for k in range(args.rounds):
         seed = int(time.time() * 1000) % 2**31
-        env = os.environ | {"STAGATE_FUZZ_EXAMPLES": str(args.examples)}
+        env = os.environ | {"STAGATE_FUZZ_EXAMPLES": str(args.examples),
+                            "STAGATE_FUZZ_MAX_SPOTS": str(args.max_spots)}
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "pytest", "-q",
                                "-p", "no:cacheprovider", f"--hypothesis-seed={seed}",
                                str(ROOT / "tests" / "test_properties.py")],
                               capture_output=True, text=True, env=env, cwd=ROOT)
         row = {"round": k, "seed": seed, "examples_per_test": args.examples,
+               "max_spots": args.max_spots,
                "returncode": proc.returncode, "seconds": round(time.perf_counter() - t, 1),
                "tail": proc.stdout[-1500:] if proc.returncode else proc.stdout.strip()[-200:],
                "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}

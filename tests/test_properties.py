@@ -27,9 +27,9 @@ SETTINGS = settings(max_examples=int(os.environ.get("STAGATE_FUZZ_EXAMPLES", "40
 
 @st.composite
 def coordinate_sets(draw):
-    """1-300 points: uniform, collinear, all in one place, on a lattice with repeats, at
-    tiny or huge scales."""
-    n = draw(st.integers(1, 300))
+    """1-300 points (bench/fuzz.py: up to 10,000): uniform, collinear, all in one place, on
+    a lattice with repeats, at tiny or huge scales."""
+    n = draw(st.integers(1, int(os.environ.get("STAGATE_FUZZ_MAX_SPOTS", "300"))))
     kind = draw(st.sampled_from(["uniform", "collinear", "one_place", "lattice"]))
     scale = draw(st.sampled_from([1e-6, 1.0, 1e3, 1e7]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -71,7 +71,7 @@ def test_radius_graph_is_symmetric_and_equals_brute_force(points, rel_radius):
     xy, scale = points
     a = anndata_at(xy, np.random.default_rng(0))
     radius = rel_radius * scale * 0.1
-    d = cdist(xy, xy)
+    d = cdist(xy, xy)  # 10,000 spots: 800 MB, still fine for the longer run
     expected = (d < radius) & ~np.eye(len(xy), dtype=bool)
     if not expected.any():
         with pytest.raises(StagateInputError, match="no edges"):
