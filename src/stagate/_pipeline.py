@@ -338,7 +338,7 @@ def _sections_summary(adata: AnnData, section_key: str, mode: str, spatial_key: 
                                       domain_key=_keys.DOMAIN)
     if mode == "separate":
         out["mixing"]["note"] = ("separate models: each section's embedding lives in its own "
-                                 "space, so mixing is low by construction")
+                                 "space, so this mixing is not comparable with a joint model's")
     out["agreement"] = tl.section_agreement(adata, _keys.DOMAIN, section_key=section_key,
                                             spatial_key=spatial_key)
     return out
