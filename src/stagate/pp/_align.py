@@ -46,7 +46,7 @@ def align_sections(
     n_points: int = 1500,
     alpha: float = 0.5,
     allow_reflection: bool = False,
-    icp_rounds: int = 10,
+    icp_rounds: int = 40,
     random_state: int = 0,
     key_added: str = _keys.ALIGNED,
     copy: bool = False,
@@ -129,7 +129,7 @@ def align_sections(
                                 n_points=n_points, alpha=alpha, reflection=allow_reflection,
                                 rng=rng)
         rot, shift = _icp(aligned[ref, :2], coords[mov, :2], rot, shift, rounds=icp_rounds,
-                          reflection=allow_reflection)
+                          reflection=allow_reflection, ref_f=features[ref], mov_f=features[mov])
         aligned[mov, :2] = coords[mov, :2] @ rot.T + shift
         m = np.eye(3)
         m[:2, :2], m[:2, 2] = rot, shift
@@ -230,14 +230,29 @@ def _rotation(cov: np.ndarray, mu_s: np.ndarray, mu_d: np.ndarray, reflection: b
     return rot, mu_d - rot @ mu_s
 
 
-def _icp(ref_xy, mov_xy, rot, shift, *, rounds: int, reflection: bool):
-    """Refine a rigid transform: match each moved spot to its nearest reference spot, keep the
-    closer half of the matches (sections rarely cover the same area), refit; repeat."""
+def _icp(ref_xy, mov_xy, rot, shift, *, rounds: int, reflection: bool,
+         ref_f=None, mov_f=None, k: int = 7):
+    """Refine a rigid transform: match each moved spot to a reference spot, keep the closer
+    half of the matches (sections rarely cover the same area), refit; repeat.
+
+    With expression features, a spot is matched among its `k` nearest reference spots to the
+    one that is near *and* similar (squared distance in pitches plus squared feature distance
+    over its median), so domain borders pin the transform where position alone would snap to
+    a neighbouring lattice site."""
     tree = cKDTree(ref_xy)
     pitch = _pitch(ref_xy)
+    use_f = ref_f is not None and mov_f is not None and len(ref_xy) > k
     for _ in range(rounds):
         moved = mov_xy @ rot.T + shift
-        d, j = tree.query(moved, k=1)
+        if use_f:
+            d, j = tree.query(moved, k=k)
+            fd = ((mov_f[:, None, :] - ref_f[j]) ** 2).sum(axis=2)
+            cost = (d / pitch) ** 2 + fd / max(np.median(fd), np.finfo(float).tiny)
+            best = np.argmin(cost, axis=1)
+            rows = np.arange(len(moved))
+            d, j = d[rows, best], j[rows, best]
+        else:
+            d, j = tree.query(moved, k=1)
         keep = d <= max(np.median(d), 0.5 * pitch)
         if keep.sum() < 3:
             break
