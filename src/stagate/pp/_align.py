@@ -5,8 +5,10 @@ the two comes from fused Gromov-Wasserstein optimal transport (POT's
 ``fused_gromov_wasserstein``, as PASTE does): a plan that matches spots with similar
 expression *and* preserves the distances between spots within each section, which is what
 recovers a rotation that expression alone cannot see. The rigid transform is then the
-weighted least-squares (Kabsch) fit to the plan, polished by a few rounds of trimmed
-nearest-neighbour matching on every spot (ICP).
+weighted least-squares (Kabsch) fit to the plan, polished by rounds of trimmed
+nearest-neighbour matching on every spot (ICP), where each spot is matched among its nearest
+reference spots to the one most similar in expression, so that domain borders pin the
+transform on a lattice.
 
 Why POT: compared with moscot (the same transport problems, but on JAX/ott-jax, several
 hundred MB of dependencies) and position-only registration (pycpd, probreg: no expression, so
