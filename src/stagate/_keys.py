@@ -73,3 +73,9 @@ def graph_keys(adata, graph_key: str = GRAPH) -> tuple[str, str, dict]:
         f"(or squidpy.gr.spatial_neighbors)."
     )
     raise StagateInputError(msg)
+
+
+def graph_coordinates(adata, graph_key: str = GRAPH) -> str:
+    """The ``obsm`` key of the coordinates the graph `graph_key` was built on."""
+    record = graph_keys(adata, graph_key)[2]
+    return record.get("params", {}).get("spatial_key") or SPATIAL

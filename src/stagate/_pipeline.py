@@ -245,12 +245,14 @@ def _section_mode(adata: AnnData, cfg: PipelineConfig) -> str:
             msg = f"{what} needs several sections: {found}."
             raise StagateInputError(msg)
         return "single"
-    for name in categories.categories:
-        n = int((categories == name).sum())
-        if n < cfg.n_domains and cfg.sections == "separate":
-            msg = (f"Section {name!r} has {n} spots, fewer than --n-domains {cfg.n_domains}; "
-                   f"it cannot be clustered on its own (use --sections joint3d or joint).")
-            raise StagateInputError(msg)
+    if cfg.sections == "separate":
+        sizes = np.bincount(categories.codes, minlength=len(categories.categories))
+        for name, n in zip(categories.categories, sizes, strict=True):
+            if n < cfg.n_domains:
+                msg = (f"Section {name!r} has {n} spots, fewer than --n-domains "
+                       f"{cfg.n_domains}; it cannot be clustered on its own (use --sections "
+                       f"joint3d or joint).")
+                raise StagateInputError(msg)
     return cfg.sections or "joint3d"
 
 
@@ -260,7 +262,8 @@ def _fit_separately(adata: AnnData, section_key: str, cfg: PipelineConfig, kwds:
 
     order = list(adata.obs[section_key].cat.categories)
     z = recon = None
-    att_blocks, losses, seconds, record = [], {}, 0.0, None
+    att_rows, att_cols, att_vals = [], [], []
+    losses, seconds, record = {}, 0.0, None
     for name in order:
         rows = np.flatnonzero((adata.obs[section_key] == name).to_numpy())
         sub = adata[rows].copy()
@@ -276,9 +279,10 @@ def _fit_separately(adata: AnnData, section_key: str, cfg: PipelineConfig, kwds:
             z = np.zeros((adata.n_obs, emb.shape[1]), np.float32)
             recon = np.zeros((adata.n_obs, rex.shape[1]), np.float32)
         z[rows], recon[rows] = emb, rex
-        att = sp.coo_matrix(sub.obsp[_keys.attention_key()])
-        att_blocks.append(sp.csr_matrix((att.data, (rows[att.row], rows[att.col])),
-                                        shape=(adata.n_obs, adata.n_obs)))
+        att = sp.coo_matrix(sub.obsp[_keys.attention_key()])  # local -> global spot ids
+        att_rows.append(rows[att.row])
+        att_cols.append(rows[att.col])
+        att_vals.append(att.data)
         record = record or dict(sub.uns[_keys.EMBEDDING])
         losses[name] = np.asarray(sub.uns[_keys.EMBEDDING]["loss"])
         seconds += float(sub.uns[_keys.EMBEDDING]["train_seconds"])
@@ -288,7 +292,9 @@ def _fit_separately(adata: AnnData, section_key: str, cfg: PipelineConfig, kwds:
     else:
         adata.obsm[_keys.recon_key()] = pd.DataFrame(recon, index=adata.obs_names,
                                                      columns=record["genes"])
-    attention = sum(att_blocks[1:], att_blocks[0]).tocsr()
+    attention = sp.csr_matrix((np.concatenate(att_vals), (np.concatenate(att_rows),
+                                                          np.concatenate(att_cols))),
+                              shape=(adata.n_obs, adata.n_obs))
     attention.sort_indices()
     adata.obsp[_keys.attention_key()] = attention
     record["loss"] = losses[order[0]]
@@ -438,8 +444,7 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
 
     out = Path(out)
     names = OUTPUT_FILES
-    lock = lock or claim_output_folder(out, force=force)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = lock or claim_output_folder(out, force=force)  # also makes out.parent
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.stagate-tmp-", dir=out.parent))
     t_write = time.perf_counter()
     try:
@@ -456,14 +461,11 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
         fig = np.ravel(ax)[0].figure
         fig.savefig(tmp / "domains.png", dpi=150, bbox_inches="tight")
         plt.close(fig)
-        if sections is not None:
-            ax = pl.domains_3d(adata, key=_keys.DOMAIN, spatial_key=sections["coordinates"],
-                               section_key=sections["key"], title="STAGATE domains, stacked")
-            ax.figure.savefig(tmp / "domains_3d.png", dpi=150, bbox_inches="tight")
-            plt.close(ax.figure)
-        elif np.asarray(adata.obsm[graph_coordinates(adata)]).shape[1] == 3:
-            ax = pl.domains_3d(adata, key=_keys.DOMAIN,
-                               spatial_key=graph_coordinates(adata))
+        coordinates = _keys.graph_coordinates(adata)  # aligned, or a volume's 3 columns
+        if sections is not None or np.asarray(adata.obsm[coordinates]).shape[1] == 3:
+            ax = pl.domains_3d(adata, key=_keys.DOMAIN, spatial_key=coordinates,
+                               section_key=sections["key"] if sections else None,
+                               title="STAGATE domains, stacked" if sections else None)
             ax.figure.savefig(tmp / "domains_3d.png", dpi=150, bbox_inches="tight")
             plt.close(ax.figure)
         if "X_umap" in adata.obsm:
@@ -489,12 +491,6 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
     log.info("wrote %s", ", ".join(str(out / n) for n in names if (out / n).exists()))
 
 
-
-
-def graph_coordinates(adata: AnnData) -> str:
-    """The ``obsm`` key of the coordinates the spatial graph was built on."""
-    record = adata.uns.get(_keys.graph_uns_key(), {})
-    return record.get("params", {}).get("spatial_key") or _keys.SPATIAL
 
 
 def _h5ad_safe(adata: AnnData) -> AnnData:

@@ -80,20 +80,23 @@ def check_unique_spots(coords: np.ndarray, obs_names, groups: np.ndarray | None 
     shared = np.flatnonzero(counts[inverse] > 1)
     if shared.size == 0 or expression is None:
         return int(shared.size)
-    seen: dict[tuple, int] = {}
-    for i in shared:  # only spots that share a position: few, so a loop is cheap
+    first_of: dict[tuple, int] = {}  # (position, expression digest) -> first spot
+    repeats: list[tuple[int, int]] = []
+    for i in shared:  # only spots that share a position are hashed: few, so a loop is cheap
         signature = (int(inverse[i]), _row_digest(expression, i))
-        if signature in seen:
-            first = obs_names[seen[signature]]
-            n_repeated = _count_repeats(expression, shared, inverse)
-            msg = (
-                f"{n_repeated} spot(s) repeat another spot exactly: the same position and the "
-                f"same expression (e.g. {first!r} and {obs_names[i]!r}), as a table "
-                f"concatenated twice gives. Drop the repeats (keep one row per spot), or pass "
-                f"`library_key` if the object holds several sections."
-            )
-            raise StagateInputError(msg)
-        seen[signature] = i
+        if signature in first_of:
+            repeats.append((first_of[signature], i))
+        else:
+            first_of[signature] = i
+    if repeats:
+        first, again = repeats[0]
+        msg = (
+            f"{len(repeats)} spot(s) repeat another spot exactly: the same position and the "
+            f"same expression (e.g. {obs_names[first]!r} and {obs_names[again]!r}), as a "
+            f"table concatenated twice gives. Drop the repeats (keep one row per spot), or "
+            f"pass `library_key` if the object holds several sections."
+        )
+        raise StagateInputError(msg)
     return int(shared.size)
 
 
@@ -109,11 +112,6 @@ def _row_digest(x, i: int) -> bytes:
     else:
         payload = np.asarray(x[i], dtype=np.float64).tobytes()
     return hashlib.blake2b(payload, digest_size=16).digest()
-
-
-def _count_repeats(x, shared: np.ndarray, inverse: np.ndarray) -> int:
-    signatures = [(int(inverse[i]), _row_digest(x, i)) for i in shared]
-    return len(signatures) - len(set(signatures))
 
 
 def check_counts(x, *, what: str = "adata.X") -> None:

@@ -132,14 +132,8 @@ def _config(n_domains, label_key, opts: dict, **extra):
             msg = "Pass either --radius or --n-neighbors, not both."
             raise click.UsageError(msg)
         radius = None
-    elif radius != "auto":
-        try:
-            radius = float(radius)
-        except ValueError:
-            radius = float("nan")
-        if not 0 < radius < float("inf"):
-            msg = f"--radius must be a positive number or 'auto', got {opts['radius']!r}."
-            raise click.UsageError(msg) from None
+    else:
+        radius = _positive_or_auto(radius, "--radius")
     return PipelineConfig(
         n_domains=n_domains, label_key=label_key, seed=opts["seed"], device=opts["device"],
         n_top_genes=opts["n_top_genes"], log_normalised=opts.get("log_normalised", False),
@@ -148,7 +142,8 @@ def _config(n_domains, label_key, opts: dict, **extra):
         section_key=opts["section_key"], sections=opts["sections_mode"],
         section_order=(None if not opts["section_order"] else
                        [x.strip() for x in opts["section_order"].split(",") if x.strip()]),
-        between_radius=_between_radius(opts["between_radius"]), align=opts["align"],
+        between_radius=_positive_or_auto(opts["between_radius"], "--between-radius"),
+        align=opts["align"],
         spatial_key=opts["spatial_key"],
         alpha=opts["alpha"], n_epochs=opts["n_epochs"], lr=opts["lr"],
         batch_size=_batch_size(opts["batch_size"]), checkpoint=opts["checkpoint"],
@@ -158,15 +153,16 @@ def _config(n_domains, label_key, opts: dict, **extra):
     )
 
 
-def _between_radius(value: str):
+def _positive_or_auto(value: str, option: str) -> float | str:
+    """A radius option: 'auto' or a positive finite number, else a usage error."""
     if value == "auto":
         return value
     try:
         radius = float(value)
     except ValueError:
         radius = float("nan")
-    if not radius > 0 or radius == float("inf"):
-        msg = f"--between-radius must be a positive number or 'auto', got {value!r}."
+    if not 0 < radius < float("inf"):
+        msg = f"{option} must be a positive number or 'auto', got {value!r}."
         raise click.UsageError(msg)
     return radius
 

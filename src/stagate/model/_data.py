@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 from anndata import AnnData
@@ -13,6 +12,7 @@ from anndata import AnnData
 from .. import _keys
 from .._validation import StagateInputError, check_finite_expression
 from ..module import NeighbourGraph
+from ..pp._sections import section_categories
 from ..train._batch import Batch, expression_tensors
 from ..train._minibatch import MinibatchPlan
 
@@ -83,11 +83,10 @@ def minibatch_plan(
     pruned = spatial_graph(adata, pruned_key) if pruned_key is not None else None
     # tiles follow the coordinates and the sections the graph was built with: sections that
     # share x-y ranges are never mixed into one tile
-    params = _keys.graph_keys(adata, graph_key)[2].get("params", {})
-    coordinates = adata.obsm.get(params.get("spatial_key") or _keys.SPATIAL)
-    library_key = params.get("library_key")
+    library_key = _keys.graph_keys(adata, graph_key)[2].get("params", {}).get("library_key")
+    coordinates = adata.obsm.get(_keys.graph_coordinates(adata, graph_key))
     sections = (None if library_key is None or library_key not in adata.obs
-                else pd.Categorical(adata.obs[library_key].astype(str)).codes)
+                else section_categories(adata, library_key).codes)
     plan = MinibatchPlan(spatial_graph(adata, graph_key), x, batch_size=batch_size,
                          random_state=random_state, pruned_adj=pruned, coordinates=coordinates,
                          sections=sections)

@@ -166,11 +166,13 @@ class STAGATE:
                 _arrays(spatial_graph(adata, pruned_key)) if pruned_key else []):
             digest.update(np.ascontiguousarray(part).view(np.uint8).data)
         digest.update("\x00".join(adata.var_names[genes]).encode())
-        params = {k: v for k, v in self.get_params().items()
-                  if k not in ("n_epochs", "tol", "device")}
-        return {"n_spots": int(adata.n_obs), "n_genes": int(genes.sum()),
-                "data_hash": digest.hexdigest(), "batch_size": batch_size,
-                "version": __version__} | {k: v for k, v in params.items() if k != "batch_size"}
+        # the epoch budget may grow on resume; the device does not change the result on CPU;
+        # the batch size counts as resolved ("auto" -> full batch or a number)
+        settings = {k: v for k, v in self.get_params().items()
+                    if k not in ("n_epochs", "tol", "device", "batch_size")}
+        return settings | {"n_spots": int(adata.n_obs), "n_genes": int(genes.sum()),
+                           "data_hash": digest.hexdigest(), "batch_size": batch_size,
+                           "version": __version__}
 
     def _resolve_batch_size(self, n_obs: int) -> int | None:
         if self.batch_size == "auto":

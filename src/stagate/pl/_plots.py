@@ -28,8 +28,13 @@ def _spot_size(n: int) -> float:
     return float(np.clip(30000 / max(n, 1), 0.05, 40))
 
 
+def _categories(labels) -> list:
+    """The label categories in their order (a categorical's own, else sorted)."""
+    return list(labels.cat.categories) if hasattr(labels, "cat") else sorted(set(labels))
+
+
 def _categorical_scatter(ax: Axes, xy: np.ndarray, labels, title: str, kwds: Mapping) -> Axes:
-    cats = labels.cat.categories if hasattr(labels, "cat") else np.unique(labels)
+    cats = _categories(labels)
     values = np.asarray(labels.astype(str))
     colours = _palette(len(cats))
     for c, colour in zip(cats, colours, strict=True):
@@ -85,14 +90,15 @@ def _domains_by_section(adata, *, key, spatial_key, section_key, image, title, n
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols + 1.5, 4.2 * nrows),
                              squeeze=False)
     labels = adata.obs[key]
-    cats = list(labels.cat.categories) if hasattr(labels, "cat") else sorted(set(labels))
+    cats = _categories(labels)
     colours = dict(zip(map(str, cats), _palette(len(cats)), strict=True))
     xy_all = np.asarray(adata.obsm[spatial_key])[:, :2]
     values = labels.astype(str).to_numpy()
+    libraries = adata.uns.get("spatial", {})
     for k, (ax, name) in enumerate(zip(axes.flat, names, strict=False)):
         m = sections.codes == k
-        libs = adata.uns.get("spatial", {})
-        drew = image is not None and name in libs and _draw_tissue_image(ax, adata, image, name)
+        drew = (image is not None and name in libraries
+                and _draw_tissue_image(ax, adata, image, name))
         for c in cats:
             sel = m & (values == str(c))
             ax.scatter(xy_all[sel, 0], xy_all[sel, 1], s=_spot_size(int(m.sum())),
@@ -128,10 +134,12 @@ def domains_3d(
     require_key(adata, "obs", key, "Run stagate.tl.domains(adata) first")
     require_key(adata, "obsm", spatial_key)
     coords = np.asarray(adata.obsm[spatial_key], dtype=float)
+    sections = None
     if section_key is not None:
         from ..pp._sections import section_categories
 
-        z, zlabel = section_categories(adata, section_key).codes.astype(float), "section"
+        sections = section_categories(adata, section_key)
+        z, zlabel = sections.codes.astype(float), "section"
     elif coords.shape[1] >= 3:
         z, zlabel = coords[:, 2], "z"
     else:
@@ -140,7 +148,7 @@ def domains_3d(
     fig = plt.figure(figsize=(7, 6))
     ax = fig.add_subplot(projection="3d")
     labels = adata.obs[key]
-    cats = list(labels.cat.categories) if hasattr(labels, "cat") else sorted(set(labels))
+    cats = _categories(labels)
     values = labels.astype(str).to_numpy()
     size = float(np.clip(60000 / max(adata.n_obs, 1), 0.3, 20))
     for c, colour in zip(cats, _palette(len(cats)), strict=True):
@@ -151,10 +159,9 @@ def domains_3d(
     ax.set_ylabel("y")
     ax.set_zlabel(zlabel)
     ax.invert_yaxis()
-    if section_key is not None:
-        ticks = np.arange(int(z.max()) + 1)
-        ax.set_zticks(ticks)
-        ax.set_zticklabels(section_categories(adata, section_key).categories, fontsize="small")
+    if sections is not None:
+        ax.set_zticks(np.arange(len(sections.categories)))
+        ax.set_zticklabels(sections.categories, fontsize="small")
     ax.view_init(elev=elev, azim=azim)
     # the legend outside the 3-D box, clear of the z axis label
     fig.legend(*ax.get_legend_handles_labels(), loc="center right", frameon=False,

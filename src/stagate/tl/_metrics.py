@@ -7,7 +7,7 @@ import pandas as pd
 from anndata import AnnData
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from .._validation import StagateInputError
+from .._validation import StagateInputError, require_key
 
 #: label values that mean "not annotated"
 MISSING_LABELS = frozenset({"NA", "nan", "NaN", "", "None", "unknown", "Unknown"})
@@ -54,9 +54,7 @@ def score_domains(adata: AnnData, *, label_key: str, domain_key: str = "domain",
     p = adata.obs[domain_key].astype(str).to_numpy()
     out = _scores(t[mask], p[mask])
     if groupby is not None:
-        if groupby not in adata.obs:
-            msg = f"adata.obs[{groupby!r}] not found (obs has {list(adata.obs.columns)})."
-            raise StagateInputError(msg)
+        require_key(adata, "obs", groupby)
         groups = adata.obs[groupby].astype(str).to_numpy()
         out["per_section"] = {g: _scores(t[mask & (groups == g)], p[mask & (groups == g)])
                               for g in pd.unique(groups) if (mask & (groups == g)).any()}
