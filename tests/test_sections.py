@@ -339,3 +339,16 @@ def test_domain_panels_one_per_section_each_over_its_own_image(rng):
     ax3d = sg.pl.domains_3d(a, section_key="section")
     assert [t.get_text() for t in ax3d.get_zticklabels()] == ["a", "b", "c"]
     plt.close("all")
+
+
+def test_cli_refuses_sections_in_different_units(sim_raw, tmp_path):
+    paths = []
+    for unit in ("um", "px"):
+        a = sim_raw.copy()
+        a.uns["stagate_input"] = {"unit": unit}  # as a file written by one of our readers
+        paths.append(tmp_path / f"{unit}.h5ad")
+        a.write_h5ad(paths[-1])
+    out = tmp_path / "o"
+    res = CliRunner().invoke(cli, ["run", *map(str, paths), "--out", str(out), *FAST])
+    assert res.exit_code == 1 and "different units" in res.output, res.output
+    assert not out.exists()

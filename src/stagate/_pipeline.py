@@ -18,7 +18,7 @@ from anndata import AnnData
 
 from . import _keys, pl, pp, tl
 from ._logging import log
-from ._validation import StagateInputError, check_counts, check_n_domains
+from ._validation import StagateInputError, check_counts, check_n_domains, finite_or_none
 from .pp._sections import section_categories
 from .tl._metrics import annotated_mask
 from .train._loop import CONVERGENCE_TOL
@@ -208,7 +208,7 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
     source = adata.uns.get("stagate_input", {})
     summary["input"] = {"format": source.get("format", "anndata"),
                         "coordinate_unit": source.get("unit", "unknown"),
-                        "um_per_unit": _finite_or_none(source.get("um_per_unit"))}
+                        "um_per_unit": finite_or_none(source.get("um_per_unit"))}
     if summary["input"]["um_per_unit"] and summary["graph"].get("radius"):
         summary["graph"]["radius_um"] = summary["graph"]["radius"] * summary["input"]["um_per_unit"]
     summary.update(cfg.extra)
@@ -348,14 +348,6 @@ def _sections_summary(adata: AnnData, section_key: str, mode: str, spatial_key: 
     out["agreement"] = tl.section_agreement(adata, _keys.DOMAIN, section_key=section_key,
                                             spatial_key=spatial_key)
     return out
-
-
-def _finite_or_none(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if np.isfinite(value) else None
 
 
 def _counts_layer(adata: AnnData) -> str | None:

@@ -150,6 +150,15 @@ def check_finite_expression(x, *, what: str = "expression") -> None:
         raise StagateInputError(msg)
 
 
+def finite_or_none(value) -> float | None:
+    """`value` as a float when it is a finite number, else None (NaN, None, text)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
 def check_n_domains(n_domains: int, n_obs: int) -> int:
     """Raise unless 2 <= n_domains <= n_obs."""
     if int(n_domains) != n_domains or n_domains < 2:

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 from anndata import AnnData
 
-from .._validation import StagateInputError
+from .._validation import StagateInputError, finite_or_none
 
 #: obs column pairs recognised as coordinates when obsm['spatial'] is absent
 _COORD_COLUMNS = (("x", "y"), ("X", "Y"), ("x_centroid", "y_centroid"), ("center_x", "center_y"),
@@ -23,7 +23,7 @@ def read_h5ad(path: str | Path, *, x_col: str | None = None, y_col: str | None =
     Stereo-seq files exported by stereopy (``uns['bin_size']`` present) are recognised and
     their coordinates recorded in DNB units (0.5 um).
     """
-    from ._common import fail, record_input
+    from ._common import INPUT_KEY, fail, record_input
 
     path = Path(path)
     if path.is_dir():
@@ -48,4 +48,10 @@ def read_h5ad(path: str | Path, *, x_col: str | None = None, y_col: str | None =
     if "bin_size" in adata.uns:  # stereopy's export
         return record_input(adata, fmt="stereoseq-h5ad", source=path, unit=unit or "DNB",
                             um_per_unit=0.5, bin_size=int(np.asarray(adata.uns["bin_size"])))
-    return record_input(adata, fmt="h5ad", source=path, unit=unit or "unknown", um_per_unit=None)
+    # a unit the file already records (our own outputs, or set by the user) is kept, so that
+    # sections in different units are told apart when several files are stacked
+    known = adata.uns.get(INPUT_KEY, {})
+    known = known if isinstance(known, dict) else {}
+    return record_input(adata, fmt="h5ad", source=path,
+                        unit=unit or str(known.get("unit") or "unknown"),
+                        um_per_unit=finite_or_none(known.get("um_per_unit")))
