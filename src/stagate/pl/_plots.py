@@ -109,7 +109,8 @@ def _domains_by_section(adata, *, key, spatial_key, section_key, image, title, n
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"{name} ({int(m.sum())} spots)")
+        label = f"{section_key} {name}" if str(name).isdigit() else str(name)  # "section 2"
+        ax.set_title(f"{label} ({int(m.sum())} spots)")
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
     handles = [plt.Line2D([], [], marker="o", ls="", color=colours[str(c)], label=str(c))
@@ -158,6 +159,8 @@ def domains_3d(
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     ax.set_zlabel(zlabel)
+    ax.locator_params(axis="x", nbins=5)  # the default crowds the slanted x/y tick labels
+    ax.locator_params(axis="y", nbins=5)
     ax.invert_yaxis()
     if sections is not None:
         ax.set_zticks(np.arange(len(sections.categories)))
