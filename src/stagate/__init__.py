@@ -8,6 +8,7 @@ torch and scanpy.
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
+from ._defaults import RECIPES, Recipe
 from ._errors import NotFittedError, StagateInputError
 from ._logging import set_verbosity
 
@@ -18,7 +19,7 @@ except PackageNotFoundError:  # running from a source tree
 
 _SUBMODULES = ("cluster", "datasets", "io", "pl", "pp", "tl")
 
-__all__ = ["STAGATE", "NotFittedError", "StagateInputError", "__version__", "cluster",
+__all__ = ["RECIPES", "STAGATE", "NotFittedError", "Recipe", "StagateInputError", "__version__", "cluster",
            "datasets", "io", "pl", "pp", "set_verbosity", "tl"]
 
 

@@ -21,7 +21,7 @@ from ._logging import log
 from ._validation import StagateInputError, check_counts, check_n_domains, finite_or_none
 from .pp._sections import section_categories
 from .tl._metrics import annotated_mask
-from .train._loop import CONVERGENCE_TOL
+from ._defaults import CONVERGENCE_TOL, DEFAULT_RECIPE, resolve_training
 
 #: obs column of the refined domains (``--refine``); the domains are ``obs[_keys.DOMAIN]``,
 #: the same name as :func:`stagate.tl.domains` and :func:`stagate.pl.domains` use
@@ -51,16 +51,18 @@ class PipelineConfig:
     between_radius: float | str = "auto"
     align: bool = False
     spatial_key: str = _keys.SPATIAL
-    # model
+    # model: the recipe's settings, each overridden when not None (see _defaults.RECIPES)
+    recipe: str = DEFAULT_RECIPE
+    n_epochs: int | None = None
+    lr: float | None = None
+    hidden_dim: int | None = None
+    latent_dim: int | None = None
+    n_runs: int | None = None
     alpha: float = 0.0
-    n_epochs: int = 1000
-    lr: float = 1e-3
     batch_size: int | str | None = "auto"
     checkpoint: str | Path | None = None
     step_every: str = "epoch"
     tol: float | None = CONVERGENCE_TOL
-    hidden_dim: int = 512
-    latent_dim: int = 30
     # domains
     cluster_method: str = "mclust"
     refine: bool = False
@@ -80,6 +82,12 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         msg = f"The input holds {what}: shape {adata.shape}. Check the file and its filtering."
         raise StagateInputError(msg)
     check_n_domains(cfg.n_domains, adata.n_obs)
+    training = resolve_training(cfg.recipe, n_epochs=cfg.n_epochs, lr=cfg.lr,
+                                hidden_dim=cfg.hidden_dim, latent_dim=cfg.latent_dim,
+                                n_runs=cfg.n_runs)
+    if int(training["n_runs"]) != training["n_runs"] or training["n_runs"] < 1:
+        msg = f"--runs must be a positive integer, got {training['n_runs']!r}."
+        raise StagateInputError(msg)
     if cfg.label_key is not None:
         _check_labels(adata, cfg.label_key)
     if not adata.var_names.is_unique:
@@ -138,29 +146,42 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
     seconds["graph"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    train_kwds = {"alpha": cfg.alpha, "n_epochs": cfg.n_epochs, "lr": cfg.lr,
-                  "hidden_dim": cfg.hidden_dim, "latent_dim": cfg.latent_dim,
-                  "random_state": cfg.seed, "device": cfg.device, "batch_size": cfg.batch_size,
-                  "step_every": cfg.step_every, "tol": cfg.tol,
-                  "show_progress": cfg.show_progress}
-    if mode == "separate":
-        _fit_separately(adata, section_key, cfg, train_kwds)
+    n_runs = training.pop("n_runs")
+    train_kwds = training | {"recipe": cfg.recipe, "alpha": cfg.alpha, "device": cfg.device,
+                             "batch_size": cfg.batch_size, "step_every": cfg.step_every,
+                             "tol": cfg.tol, "show_progress": cfg.show_progress}
+    if n_runs > 1:  # several runs, each clustered, then a vote: training and clustering
+        cluster_kwds = {"n_domains": cfg.n_domains, "n_runs": n_runs, "random_state": cfg.seed,
+                        "method": cfg.cluster_method, "key_added": _keys.DOMAIN}
+        if mode == "separate":
+            _fit_separately(adata, section_key, cfg, train_kwds, consensus=cluster_kwds)
+        else:
+            tl.consensus_domains(adata, graph_key=train_graph, checkpoint=cfg.checkpoint,
+                                 **cluster_kwds, **train_kwds)
+        record = adata.uns[_keys.DOMAIN]["consensus"]
+        seconds["train"] = record["train_seconds"]
+        seconds["cluster"] = time.perf_counter() - t - record["train_seconds"]
     else:
-        tl.stagate(adata, graph_key=train_graph, checkpoint=cfg.checkpoint, **train_kwds)
-    seconds["train"] = time.perf_counter() - t
+        train_kwds["random_state"] = cfg.seed
+        if mode == "separate":
+            _fit_separately(adata, section_key, cfg, train_kwds)
+        else:
+            tl.stagate(adata, graph_key=train_graph, checkpoint=cfg.checkpoint, **train_kwds)
+        seconds["train"] = time.perf_counter() - t
     from .train._distributed import world
 
     if world()[0] != 0:  # torchrun: the other ranks only help training
         return adata, {}
 
     t = time.perf_counter()
-    if mode == "separate":  # each section's own clustering: domain names are not shared
-        _cluster_separately(adata, section_key, cfg)
-    else:
-        tl.domains(adata, cfg.n_domains, method=cfg.cluster_method, key_added=_keys.DOMAIN)
+    if n_runs == 1:
+        if mode == "separate":  # each section's own clustering: domain names are not shared
+            _cluster_separately(adata, section_key, cfg)
+        else:
+            tl.domains(adata, cfg.n_domains, method=cfg.cluster_method, key_added=_keys.DOMAIN)
     if cfg.refine:
         tl.refine_domains(adata, _keys.DOMAIN, key_added=REFINED)
-    seconds["cluster"] = time.perf_counter() - t
+    seconds["cluster"] = seconds.get("cluster", 0.0) + time.perf_counter() - t
 
     if cfg.umap:
         t = time.perf_counter()
@@ -188,6 +209,8 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         "version": __version__,
         "final_loss": float(adata.uns[_keys.EMBEDDING]["loss"][-1]),
         "epochs_trained": len(adata.uns[_keys.EMBEDDING]["loss"]),
+        "recipe": {"name": cfg.recipe, "n_runs": n_runs} | training,
+        "consensus": _consensus_summary(adata, n_runs),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
@@ -213,6 +236,22 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         summary["graph"]["radius_um"] = summary["graph"]["radius"] * summary["input"]["um_per_unit"]
     summary.update(cfg.extra)
     return adata, summary
+
+
+def _consensus_summary(adata: AnnData, n_runs: int) -> dict:
+    """How stable the answer is: the runs' seeds and their partitions' agreement."""
+    if n_runs == 1:
+        return {"n_runs": 1, "note": "one training run (no vote)"}
+    record = adata.uns[_keys.DOMAIN]["consensus"]
+    return {"n_runs": n_runs, "seeds": np.asarray(record["seeds"]).tolist(),
+            "reference_run": int(record["reference"]),
+            "mean_pairwise_ari": round(float(record["mean_agreement"]), 4),
+            "pairwise_ari": np.round(np.asarray(record["agreement"]), 4).tolist(),
+            "mean_support": round(float(record["mean_support"]), 4),
+            **({"per_section_mean_pairwise_ari": record["per_section_mean_agreement"]}
+               if "per_section_mean_agreement" in record else {}),
+            "note": "domains are the majority vote of the runs; pairwise ARI near 1 means "
+                    "the runs found the same domains"}
 
 
 def _check_labels(adata: AnnData, label_key: str) -> None:
@@ -256,14 +295,21 @@ def _section_mode(adata: AnnData, cfg: PipelineConfig) -> str:
     return cfg.sections or "joint3d"
 
 
-def _fit_separately(adata: AnnData, section_key: str, cfg: PipelineConfig, kwds: dict) -> None:
-    """Train one model per section; gather embeddings, reconstructions and attention."""
+def _fit_separately(adata: AnnData, section_key: str, cfg: PipelineConfig, kwds: dict,
+                    consensus: dict | None = None) -> None:
+    """Train one model per section; gather embeddings, reconstructions and attention.
+
+    With `consensus` (arguments of tl.consensus_domains), each section's runs also vote on
+    its domains: obs[DOMAIN] gets each section's own labels, uns[DOMAIN] the records."""
     import scipy.sparse as sp
 
     order = list(adata.obs[section_key].cat.categories)
     z = recon = None
     att_rows, att_cols, att_vals = [], [], []
     losses, seconds, record = {}, 0.0, None
+    domains = pd.Series("", index=adata.obs_names, dtype=object)
+    votes: dict[str, dict] = {}
+    support = np.zeros(adata.n_obs, np.float32)
     for name in order:
         rows = np.flatnonzero((adata.obs[section_key] == name).to_numpy())
         sub = adata[rows].copy()
@@ -271,7 +317,14 @@ def _fit_separately(adata: AnnData, section_key: str, cfg: PipelineConfig, kwds:
                 Path(cfg.checkpoint).with_name(f"{Path(cfg.checkpoint).stem}.{name}"
                                                f"{Path(cfg.checkpoint).suffix}"))
         log.info("section %s: training its own model on %d spots", name, sub.n_obs)
-        tl.stagate(sub, graph_key=_keys.GRAPH, checkpoint=ckpt, **kwds)
+        if consensus is None:
+            tl.stagate(sub, graph_key=_keys.GRAPH, checkpoint=ckpt, **kwds)
+        else:
+            tl.consensus_domains(sub, graph_key=_keys.GRAPH, checkpoint=ckpt, **consensus,
+                                 **kwds)
+            domains.iloc[rows] = sub.obs[_keys.DOMAIN].astype(str).to_numpy()
+            support[rows] = sub.obs[f"{_keys.DOMAIN}_support"].to_numpy()
+            votes[str(name)] = dict(sub.uns[_keys.DOMAIN]["consensus"])
         emb = sub.obsm[_keys.EMBEDDING]
         rex = (sub.layers[_keys.recon_key()] if _keys.recon_key() in sub.layers
                else np.asarray(sub.obsm[_keys.recon_key()]))
@@ -302,6 +355,18 @@ def _fit_separately(adata: AnnData, section_key: str, cfg: PipelineConfig, kwds:
     record["train_seconds"] = seconds
     record["params"] = dict(record["params"]) | {"sections": "separate"}
     adata.uns[_keys.EMBEDDING] = record
+    if consensus is not None:
+        cats = sorted(set(domains), key=lambda v: (len(v), v))
+        adata.obs[_keys.DOMAIN] = pd.Categorical(domains.to_numpy(), categories=cats)
+        adata.obs[f"{_keys.DOMAIN}_support"] = support
+        first = votes[str(order[0])]
+        adata.uns[_keys.DOMAIN] = {"consensus": first | {
+            "train_seconds": sum(v["train_seconds"] for v in votes.values()),
+            "cluster_seconds": sum(v["cluster_seconds"] for v in votes.values()),
+            "mean_agreement": float(np.mean([v["mean_agreement"] for v in votes.values()])),
+            "mean_support": float(np.mean([v["mean_support"] for v in votes.values()])),
+            "per_section_mean_agreement": {k: v["mean_agreement"] for k, v in votes.items()},
+        }}
 
 
 def _cluster_separately(adata: AnnData, section_key: str, cfg: PipelineConfig) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ._defaults import CONVERGENCE_TOL
+from ._defaults import CONVERGENCE_TOL, DEFAULT_RECIPE, RECIPES, Recipe
 from ._errors import StagateInputError
 
 
@@ -88,14 +88,25 @@ def _shared_options(f):
                      help="obsm key of the coordinates (e.g. spatial3d for a 3-D volume)."),
         click.option("--alpha", type=float, default=0.0, show_default=True,
                      help="Cell type-aware module weight (0 = off; 0.5 in the tutorial)."),
-        click.option("--epochs", "n_epochs", type=click.IntRange(min=1), default=1000,
+        click.option("--recipe", type=click.Choice(list(RECIPES)), default=DEFAULT_RECIPE,
                      show_default=True,
-                     help="Most epochs to train (exactly this many with --tol 0)."),
+                     help="Training recipe. " + "; ".join(
+                         f"{name}: {_describe(r)}" for name, r in RECIPES.items())
+                     + ". 'paper' reproduces the original's training. Options below "
+                       "override single settings of the recipe."),
+        click.option("--epochs", "n_epochs", type=click.IntRange(min=1), default=None,
+                     help="Epochs per run (the recipe's by default; the most with --tol)."),
+        click.option("--runs", "n_runs", type=click.IntRange(min=1), default=None,
+                     help="Training runs that vote on the domains (the recipe's by default; "
+                          "1 = a single run, as the original)."),
+        click.option("--hidden-dim", type=click.IntRange(min=1), default=None,
+                     help="Width of the attention layer (the recipe's by default)."),
         click.option("--tol", type=float, default=CONVERGENCE_TOL or 0.0, show_default=True,
                      help="Early stopping: stop once the loss fell by less than this fraction "
                           "over the last 50 epochs (e.g. 0.01: ~5x faster, may cost accuracy); "
                           "0 trains all --epochs, as the original."),
-        click.option("--lr", type=float, default=1e-3, show_default=True),
+        click.option("--lr", type=float, default=None,
+                     help="Peak learning rate (the recipe's by default)."),
         click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
                      default=None, help="Save training state here every 100 epochs and on "
                                         "Ctrl-C; rerun with the same file to resume."),
@@ -123,6 +134,12 @@ def _shared_options(f):
     return f
 
 
+def _describe(r: Recipe) -> str:
+    runs = "one run" if r.n_runs == 1 else f"{r.n_runs} runs voting"
+    return (f"{r.n_epochs} epochs, {r.lr_schedule} lr {r.lr:g}, width {r.hidden_dim}, "
+            f"{runs}")
+
+
 def _config(n_domains, label_key, opts: dict, **extra):
     from ._pipeline import PipelineConfig
 
@@ -145,7 +162,8 @@ def _config(n_domains, label_key, opts: dict, **extra):
         between_radius=_positive_or_auto(opts["between_radius"], "--between-radius"),
         align=opts["align"],
         spatial_key=opts["spatial_key"],
-        alpha=opts["alpha"], n_epochs=opts["n_epochs"], lr=opts["lr"],
+        alpha=opts["alpha"], recipe=opts["recipe"], n_epochs=opts["n_epochs"], lr=opts["lr"],
+        n_runs=opts["n_runs"], hidden_dim=opts["hidden_dim"],
         batch_size=_batch_size(opts["batch_size"]), checkpoint=opts["checkpoint"],
         step_every=opts["step_every"], tol=opts["tol"] or None,
         cluster_method=opts["cluster_method"], refine=opts["refine"], umap=not opts["no_umap"],
@@ -311,6 +329,12 @@ def _report(summary: dict, out: Path) -> None:
     if "ari" in summary:
         line += f"; ARI {summary['ari']:.3f}, NMI {summary['nmi']:.3f}"
     click.echo(line)
+    vote = summary.get("consensus", {})
+    if vote.get("n_runs", 1) > 1:
+        click.echo(f"recipe {summary['recipe']['name']}: {vote['n_runs']} runs voted on the "
+                   f"domains; runs agree with each other at mean ARI "
+                   f"{vote['mean_pairwise_ari']:.3f}, {100 * vote['mean_support']:.0f}% of "
+                   f"votes per spot for its domain")
     sections = summary.get("sections")
     if sections:
         parts = [f"{len(sections['order'])} sections ({sections['mode']})",

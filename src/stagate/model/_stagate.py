@@ -13,6 +13,7 @@ import torch
 from anndata import AnnData
 
 from .. import _keys
+from .._defaults import DEFAULT_RECIPE, resolve_training
 from .._logging import log
 from .._validation import NotFittedError, resolve_device
 from ..module import STAGATEModule
@@ -47,14 +48,23 @@ class STAGATE:
 
     Parameters
     ----------
+    recipe
+        Named training settings (:data:`stagate.RECIPES`): ``"default"`` (a 128-wide
+        attention layer, 300 epochs on a cosine schedule) or ``"paper"`` (the original's:
+        512 wide, 1000 epochs at a constant 1e-3). Each setting below that is not None
+        overrides the recipe's. (A recipe's number of voting runs is used by
+        :func:`stagate.tl.consensus_domains`; this estimator is one run.)
     hidden_dim, latent_dim
         Widths of the attention layer and the embedding ([512, 30] in the paper).
     alpha
         Weight of the cell type-aware attention (0 disables; the original tutorial uses 0.5).
         Needs a pruned graph, see :func:`stagate.pp.prune_network`.
     n_epochs, lr, weight_decay, gradient_clip
-        Adam settings; defaults are the PyG original's (1000, 1e-3, 1e-4, 5). With `tol`,
-        `n_epochs` is the most epochs trained.
+        Adam settings (the paper recipe's are the PyG original's: 1000, 1e-3, 1e-4, 5). With
+        `tol`, `n_epochs` is the most epochs trained.
+    lr_schedule
+        ``"constant"`` (the original) or ``"cosine"`` (5% linear warm-up, then a half-cosine
+        decay to 1% of `lr`).
     tol
         Early stopping: training ends once the loss fell by less than this fraction over the
         last 50 epochs. None or 0 (default) trains exactly `n_epochs` epochs, as the original.
@@ -78,15 +88,23 @@ class STAGATE:
     """
 
     def __init__(
-        self, *, hidden_dim: int = 512, latent_dim: int = 30, alpha: float = 0.0,
-        n_epochs: int = 1000, lr: float = 1e-3, weight_decay: float = 1e-4,
-        gradient_clip: float = 5.0, random_state: int = 0, device: str = "auto",
+        self, *, recipe: str = DEFAULT_RECIPE, hidden_dim: int | None = None,
+        latent_dim: int | None = None, alpha: float = 0.0, n_epochs: int | None = None,
+        lr: float | None = None, weight_decay: float | None = None,
+        gradient_clip: float | None = None, random_state: int = 0, device: str = "auto",
         batch_size: int | str | None = "auto", step_every: str = "epoch",
         tol: float | None = CONVERGENCE_TOL, show_progress: bool = True,
+        lr_schedule: str | None = None,
     ) -> None:
-        self.hidden_dim, self.latent_dim, self.alpha = hidden_dim, latent_dim, alpha
-        self.n_epochs, self.lr, self.weight_decay = n_epochs, lr, weight_decay
-        self.gradient_clip, self.random_state, self.device = gradient_clip, random_state, device
+        settings = resolve_training(
+            recipe, hidden_dim=hidden_dim, latent_dim=latent_dim, n_epochs=n_epochs, lr=lr,
+            weight_decay=weight_decay, gradient_clip=gradient_clip, lr_schedule=lr_schedule)
+        self.recipe = recipe
+        self.hidden_dim, self.latent_dim = settings["hidden_dim"], settings["latent_dim"]
+        self.n_epochs, self.lr = settings["n_epochs"], settings["lr"]
+        self.weight_decay, self.gradient_clip = settings["weight_decay"], settings["gradient_clip"]
+        self.lr_schedule = settings["lr_schedule"]
+        self.alpha, self.random_state, self.device = alpha, random_state, device
         self.show_progress, self.batch_size = show_progress, batch_size
         self.step_every = step_every
         self.tol = tol or None
@@ -94,8 +112,9 @@ class STAGATE:
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in (
-            "hidden_dim", "latent_dim", "alpha", "n_epochs", "lr", "weight_decay",
-            "gradient_clip", "random_state", "device", "batch_size", "step_every", "tol")}
+            "recipe", "hidden_dim", "latent_dim", "alpha", "n_epochs", "lr", "weight_decay",
+            "gradient_clip", "random_state", "device", "batch_size", "step_every", "tol",
+            "lr_schedule")}
 
     def fit(
         self, adata: AnnData, *, layer: str | None = None, use_hvg: bool = True,
@@ -114,19 +133,14 @@ class STAGATE:
             batch_size = adata.n_obs
         self.batch_size_ = batch_size  # None: full batch
         generator = torch.Generator().manual_seed(int(self.random_state))
+        inputs = self._inputs(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,
+                              pruned_key=pruned_key, batch_size=batch_size, rank=rank,
+                              n_ranks=n_ranks)
         if batch_size is None:
-            data = model_input(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,
-                               pruned_key=pruned_key)
-            genes, n_obs = data.genes, data.x.shape[0]
-            batches = [data.batch().to(self.device_)]
-            n_edges = data.graph.n_edges
+            genes, n_obs, n_edges = inputs.genes, inputs.x.shape[0], inputs.graph.n_edges
+            batches = [inputs.batch().to(self.device_)]
         else:
-            plan = minibatch_plan(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,
-                                  pruned_key=pruned_key, batch_size=batch_size,
-                                  random_state=self.random_state)
-            plan.rank, plan.n_ranks = rank, n_ranks
-            genes, n_obs, batches = plan.genes, plan.n_obs, plan
-            n_edges = plan.adj.nnz
+            genes, n_obs, batches, n_edges = inputs.genes, inputs.n_obs, inputs, inputs.adj.nnz
         self.genes_ = genes
         log.info("training STAGATE on %d spots x %d genes, %d edges (with self-loops), on %s, %s",
                  n_obs, len(genes), n_edges, self.device_,
@@ -139,18 +153,50 @@ class STAGATE:
             self.module_, batches, n_values=n_obs * len(genes), n_epochs=self.n_epochs,
             lr=self.lr, weight_decay=self.weight_decay, gradient_clip=self.gradient_clip,
             checkpoint=checkpoint, show_progress=self.show_progress, step_every=self.step_every,
-            tol=self.tol,
+            tol=self.tol, lr_schedule=self.lr_schedule,
             fingerprint=None if checkpoint is None else self._fingerprint(
                 adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key, pruned_key=pruned_key,
                 batch_size=batch_size),
         )
         self.train_seconds_ = time.perf_counter() - t0
-        if batch_size is None:
-            self._infer(batches[0], data)
-        else:
-            self._infer_batched(plan)
+        self._infer_outputs(inputs, batches[0] if batch_size is None else None)
         self.is_trained_ = True
         return self
+
+    def _inputs(self, adata: AnnData, *, layer, use_hvg, graph_key, pruned_key, batch_size,
+                rank: int = 0, n_ranks: int = 1) -> ModelInput | MinibatchPlan:
+        """The model's view of `adata`: the whole graph, or the plan of minibatches."""
+        if batch_size is None:
+            return model_input(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,
+                               pruned_key=pruned_key)
+        plan = minibatch_plan(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,
+                              pruned_key=pruned_key, batch_size=batch_size,
+                              random_state=self.random_state)
+        plan.rank, plan.n_ranks = rank, n_ranks
+        return plan
+
+    def _infer_outputs(self, inputs: ModelInput | MinibatchPlan, batch: Batch | None) -> None:
+        if isinstance(inputs, MinibatchPlan):
+            self._infer_batched(inputs)
+        else:
+            self._infer(batch if batch is not None else inputs.batch().to(self.device_), inputs)
+
+    def infer(self, adata: AnnData, *, layer: str | None = None, use_hvg: bool = True,
+              graph_key: str = _keys.GRAPH, pruned_key: str | None = None) -> STAGATE:
+        """Recompute the embedding, reconstruction and attention of the data it was fitted
+        on (after :meth:`drop_outputs`), the same way :meth:`fit` does at its end."""
+        self._check_fitted()
+        pruned_key = (pruned_key or "spatial_pruned") if self.alpha > 0 else None
+        inputs = self._inputs(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,
+                              pruned_key=pruned_key, batch_size=self.batch_size_)
+        self.module_.to(self.device_)
+        self._infer_outputs(inputs, None)
+        return self
+
+    def drop_outputs(self) -> None:
+        """Free the reconstruction and attention (large) and keep the weights and embedding;
+        :meth:`infer` brings them back."""
+        self.reconstruction_ = self.attention_ = None
 
     def _fingerprint(self, adata: AnnData, *, layer, use_hvg, graph_key, pruned_key,
                      batch_size) -> dict:
@@ -168,8 +214,10 @@ class STAGATE:
         digest.update("\x00".join(adata.var_names[genes]).encode())
         # the epoch budget may grow on resume; the device does not change the result on CPU;
         # the batch size counts as resolved ("auto" -> full batch or a number)
+        # (a decaying learning rate depends on the budget, so then the budget counts too)
+        budget_free = ("n_epochs",) if self.lr_schedule == "constant" else ()
         settings = {k: v for k, v in self.get_params().items()
-                    if k not in ("n_epochs", "tol", "device", "batch_size")}
+                    if k not in (*budget_free, "recipe", "tol", "device", "batch_size")}
         return settings | {"n_spots": int(adata.n_obs), "n_genes": int(genes.sum()),
                            "data_hash": digest.hexdigest(), "batch_size": batch_size,
                            "version": __version__}
@@ -242,7 +290,8 @@ class STAGATE:
     def load(cls, dir_path: str | os.PathLike) -> STAGATE:
         """Rebuild a model saved with :meth:`save` (for inference on new data via `transform`)."""
         state = torch.load(Path(dir_path) / "model.pt", weights_only=False)
-        model = cls(**state["params"])
+        # models saved before recipes existed trained at a constant learning rate
+        model = cls(**({"lr_schedule": "constant"} | state["params"]))
         model.genes_ = np.asarray(state["genes"])
         model.module_ = STAGATEModule(len(model.genes_), model.hidden_dim, model.latent_dim,
                                       model.alpha)

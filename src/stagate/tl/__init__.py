@@ -1,10 +1,11 @@
 """Tools: train STAGATE, find domains, refine and score them."""
 
+from ._consensus import consensus_domains
 from ._domains import domains
 from ._metrics import score_domains
 from ._refine import refine_domains
 from ._sections import section_agreement, section_mixing
 from ._stagate import stagate
 
-__all__ = ["domains", "refine_domains", "score_domains", "section_agreement", "section_mixing",
+__all__ = ["consensus_domains", "domains", "refine_domains", "score_domains", "section_agreement", "section_mixing",
            "stagate"]

@@ -69,40 +69,48 @@ def domains(
     if use_rep not in adata.obsm:
         msg = f"adata.obsm[{use_rep!r}] not found. Run `stagate.tl.stagate(adata)` first."
         raise StagateInputError(msg)
-    if method not in METHODS:
-        msg = f"method == {method!r}, must be one of {METHODS}."
-        raise StagateInputError(msg)
     if n_domains is not None:
         n_domains = check_n_domains(n_domains, adata.n_obs)
     emb = np.asarray(adata.obsm[use_rep], dtype=np.float64)
     log.info("clustering %d spots into %s domains (%s)", adata.n_obs, n_domains or "?", method)
-    params: dict = {"method": method, "use_rep": use_rep}
+    labels, params = cluster_embedding(emb, n_domains, method=method, model=model,
+                                       resolution=resolution, n_domains_range=n_domains_range,
+                                       random_state=random_state)
+    params = {"method": method, "use_rep": use_rep} | params
+    target = adata.copy() if copy else adata
+    set_labels(target, labels, key_added)
+    target.uns[key_added] = {"params": params | {"n_domains": int(labels.max() + 1)}}
+    return target if copy else None
+
+
+def cluster_embedding(
+    emb: np.ndarray, n_domains: int | None, *, method: str = "mclust", model: str = "EEE",
+    resolution: float | None = None, n_domains_range: tuple[int, int] = (2, 15),
+    random_state: int | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Cluster an embedding (spots x dims) as :func:`domains` does: (0-based labels, params)."""
+    if method not in METHODS:
+        msg = f"method == {method!r}, must be one of {METHODS}."
+        raise StagateInputError(msg)
     if method == "mclust":
         if model not in MODELS:
             msg = f"model == {model!r}, must be one of {MODELS}."
             raise StagateInputError(msg)
         seed = 2020 if random_state is None else random_state
         lo, hi = n_domains_range
-        g_range = [n_domains] if n_domains else range(lo, min(hi, adata.n_obs) + 1)
+        g_range = [n_domains] if n_domains else range(lo, min(hi, len(emb)) + 1)
         try:
             fit, bics = mclust_bic(emb, g_range, (model,), random_state=seed)
         except MclustError as err:
-            msg = f"mclust failed on obsm[{use_rep!r}]: {err}"
+            msg = f"mclust failed on the embedding: {err}"
             raise StagateInputError(msg) from None
-        labels = fit.labels
-        params |= {"model": model, "random_state": seed, "loglik": fit.loglik, "bic": fit.bic,
-                   "n_iter": fit.n_iter, "bic_by_n_domains": {str(g): b for (_, g), b in
-                                                              bics.items()}}
-        n_domains = fit.n_components
-    else:
-        seed = 0 if random_state is None else random_state
-        labels, res = knn_graph_clusters(emb, n_domains, method=method, resolution=resolution,
-                                         random_state=seed)
-        params |= {"resolution": float(res), "random_state": seed}
-    target = adata.copy() if copy else adata
-    set_labels(target, labels, key_added)
-    target.uns[key_added] = {"params": params | {"n_domains": int(labels.max() + 1)}}
-    return target if copy else None
+        return fit.labels, {"model": model, "random_state": seed, "loglik": fit.loglik,
+                            "bic": fit.bic, "n_iter": fit.n_iter,
+                            "bic_by_n_domains": {str(g): b for (_, g), b in bics.items()}}
+    seed = 0 if random_state is None else random_state
+    labels, res = knn_graph_clusters(emb, n_domains, method=method, resolution=resolution,
+                                     random_state=seed)
+    return labels, {"resolution": float(res), "random_state": seed}
 
 
 def set_labels(adata: AnnData, labels: np.ndarray, key: str) -> None:

@@ -35,6 +35,7 @@ def train_loop(
     tol: float | None = None,
     window: int = CONVERGENCE_WINDOW,
     fingerprint: dict | None = None,
+    lr_schedule: str = "constant",
 ) -> list[float]:
     """Train `module` in place and return the loss per epoch.
 
@@ -51,6 +52,11 @@ def train_loop(
     line. After training the file holds the final state, so the same run again resumes at its
     last epoch and trains no more (a larger `n_epochs` trains on).
 
+    `lr_schedule` ``"constant"`` keeps `lr` throughout (the original); ``"cosine"`` warms up
+    linearly over the first 5% of `n_epochs` and then decays along a half cosine to 1% of `lr`
+    at the last epoch. The rate is a function of the epoch alone, so a resumed run continues
+    on the same schedule.
+
     `step_every="epoch"` accumulates the batches' gradients and takes one optimiser step per
     epoch: minibatch training is then full-batch training computed in pieces (same result up
     to summation order). ``"batch"`` steps after every batch (more updates per epoch).
@@ -60,6 +66,9 @@ def train_loop(
     `n_epochs` is then the maximum. The rule reads only the loss history, so resumed and
     distributed runs stop at the same epoch as an uninterrupted single-process run.
     """
+    if lr_schedule not in LR_SCHEDULES:
+        msg = f"lr_schedule == {lr_schedule!r}, must be one of {', '.join(LR_SCHEDULES)}."
+        raise ValueError(msg)
     if step_every not in ("epoch", "batch"):
         msg = f"step_every == {step_every!r}, must be 'epoch' or 'batch'."
         raise ValueError(msg)
@@ -94,6 +103,9 @@ def train_loop(
                 break
             if hasattr(batches, "epoch"):  # minibatch plans shuffle by epoch: resume exactly
                 batches.epoch = epoch
+            if lr_schedule != "constant":
+                for group in optimiser.param_groups:
+                    group["lr"] = learning_rate(epoch, n_epochs, lr, lr_schedule)
             total = 0.0
             optimiser.zero_grad(set_to_none=True)
             for batch in batches:
@@ -139,6 +151,20 @@ def train_loop(
              len(history) - start, time.perf_counter() - t0, final)
     module.eval()
     return history
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(epoch: int, n_epochs: int, lr: float, schedule: str) -> float:
+    """The learning rate of `epoch` (0-based) out of `n_epochs` under `schedule`."""
+    if schedule == "constant":
+        return lr
+    warmup = max(1, round(0.05 * n_epochs))
+    if epoch < warmup:  # linear warm-up: Adam's first steps are large on a cold start
+        return lr * (epoch + 1) / warmup
+    progress_ = (epoch - warmup) / max(1, n_epochs - 1 - warmup)
+    return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_))))
 
 
 def converged(history: Sequence[float], tol: float | None, window: int) -> bool:

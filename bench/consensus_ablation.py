@@ -1,0 +1,116 @@
+"""Consensus rules on kept training runs: one run vs a vote of K runs, and other rules.
+
+    python bench/consensus_ablation.py --variant h128_e300_cos2 --runs 5 --groups 5 \
+        --out bench/results/consensus_ablation_cpu.json
+
+Reads the embeddings and mclust labels that bench/recipe_sweep.py kept (--keep) for seeds
+0 .. runs*groups-1 and forms `groups` disjoint consensus groups of `runs` runs each (group g:
+seeds g*runs .. g*runs+runs-1), so the spread over groups is the seed-to-seed spread a user
+of the consensus sees. Rules:
+
+- ``single``: each run alone (the spread of one run);
+- ``vote``: stagate.cluster.consensus_vote (Hungarian matching + majority; what ships);
+- ``vote_refine``: the vote, then one round of neighbourhood majority (tl.refine_domains);
+- ``coassoc``: co-association matrix of the K partitions, average-linkage tree cut at K
+  domains (evidence accumulation, Fred & Jain 2005; needs N x N, so small data only);
+- ``concat``: the K embeddings side by side, 30 principal components, one mclust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics as stats
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
+from sklearn.decomposition import PCA
+from sklearn.metrics import adjusted_rand_score
+
+import stagate as st
+from stagate.cluster._consensus import consensus_vote
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_worker import DATASETS, MCLUST_SEED, load  # noqa: E402
+
+
+def coassociation(parts: np.ndarray, k: int) -> np.ndarray:
+    n = parts.shape[1]
+    co = np.zeros((n, n), np.float32)
+    for p in parts:
+        co += p[:, None] == p[None, :]
+    dist = 1 - co / len(parts)
+    np.fill_diagonal(dist, 0)
+    tree = linkage(squareform(dist, checks=False), method="average")
+    return fcluster(tree, k, criterion="maxclust") - 1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    ap.add_argument("--variant", default="h128_e300_cos2")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--groups", type=int, default=5)
+    ap.add_argument("--keep", default="/tmp/recipe_sweep")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    keep = Path(args.keep)
+    result = {"variant": args.variant, "runs": args.runs, "groups": args.groups,
+              "machine": platform.processor() or platform.machine(), "datasets": {}}
+    for ds in args.datasets:
+        a = load(ds)
+        st.pp.preprocess(a)
+        st.pp.spatial_network(a)
+        truth = np.load(keep / f"{ds}_truth.npy", allow_pickle=True)
+        known = truth != "nan"
+        k = DATASETS[ds]["n_domains"]
+
+        def ari(labels, known=known, truth=truth):
+            return adjusted_rand_score(truth[known], np.asarray(labels)[known])
+
+        scores: dict[str, list[float]] = {r: [] for r in
+                                          ("single", "vote", "vote_refine", "coassoc", "concat")}
+        seconds: dict[str, list[float]] = {r: [] for r in scores}
+        agreement = []
+        for g in range(args.groups):
+            seeds = range(g * args.runs, (g + 1) * args.runs)
+            parts = np.stack([np.load(keep / f"{ds}_{args.variant}_{s}_mclust.npy")
+                              for s in seeds])
+            embs = [np.load(keep / f"{ds}_{args.variant}_{s}.npy") for s in seeds]
+            scores["single"] += [ari(p) for p in parts]
+            t = time.perf_counter()
+            vote, info = consensus_vote(parts)
+            seconds["vote"].append(time.perf_counter() - t)
+            agreement.append(info["mean_agreement"])
+            scores["vote"].append(ari(vote))
+            st.tl._domains.set_labels(a, vote, "vote")
+            st.tl.refine_domains(a, "vote", key_added="vote_refined")
+            scores["vote_refine"].append(ari(a.obs["vote_refined"].astype(str).to_numpy()))
+            t = time.perf_counter()
+            scores["coassoc"].append(ari(coassociation(parts, k)))
+            seconds["coassoc"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            z = PCA(30, random_state=0).fit_transform(np.hstack(embs))
+            scores["concat"].append(ari(st.cluster.mclust(z, k, model="EEE",
+                                                          random_state=MCLUST_SEED)))
+            seconds["concat"].append(time.perf_counter() - t)
+        result["datasets"][ds] = {
+            rule: {"mean": round(stats.mean(v), 4), "sd": round(stats.stdev(v), 4),
+                   "values": [round(x, 4) for x in v],
+                   "median_s": round(stats.median(seconds[rule]), 3) if seconds[rule] else None}
+            for rule, v in scores.items()} | {"mean_pairwise_ari": round(stats.mean(agreement), 4)}
+        print(ds, json.dumps({r: (v["mean"], v["sd"]) for r, v in
+                              result["datasets"][ds].items() if isinstance(v, dict)}), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
