@@ -27,9 +27,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 WORKER = ROOT / "compare_worker.py"
 PEER_PYTHON = ROOT / ".peer-venv" / "bin" / "python"
-METHODS = ["stagate_modern", "stagate", "banksy", "pca"]
+METHODS = ["stagate_modern", "stagate_run_default", "stagate_run_paper", "stagate", "banksy",
+           "pca"]
+#: what --methods runs unless told: the original, our whole `stagate run` (default recipe),
+#: BANKSY, PCA
+DEFAULT_METHODS = ["stagate_modern", "stagate_run_default", "banksy", "pca"]
 DATASETS = ["dlpfc_151673", "dlpfc_151676", "starmap_visual_cortex"]
-LABELS = {"stagate": "stagate (ours)", "stagate_modern": "original (stagate-modern)",
+LABELS = {"stagate_run_default": "ours: stagate run (default recipe)",
+          "stagate_run_paper": "ours: stagate run --recipe paper",
+          "stagate": "stagate (ours, 1000 epochs, API)", "stagate_modern": "original (stagate-modern)",
           "banksy": "BANKSY", "pca": "PCA (non-spatial)"}
 
 
@@ -47,7 +53,8 @@ def machine() -> dict:
 
 
 def run_one(method: str, dataset: str, seed: int, peer_python: Path) -> dict:
-    python = sys.executable if method == "stagate" else str(peer_python)
+    python = sys.executable if method.startswith("stagate_run") or method == "stagate" \
+        else str(peer_python)
     t = time.perf_counter()
     proc = subprocess.Popen([python, str(WORKER), method, dataset, str(seed)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -83,19 +90,23 @@ def summarise(records: list[dict]) -> str:
                 f"{statistics.median(tot):.1f} ({min(tot):.1f}-{max(tot):.1f}) | "
                 f"{statistics.median(r['seconds'].get('train', 0) for r in rs):.1f} | "
                 f"{statistics.median(rss):.2f} |")
-    rows += ["", "| dataset | original/ours time | BANKSY/ours time | ours/original peak RSS "
-             "| ARI ours - original | ARI ours - BANKSY |", "|---|---|---|---|---|---|"]
+    rows += ["", "| dataset | ours | original/ours time | BANKSY/ours time | ours/original "
+             "peak RSS | ARI ours - original | ARI ours - BANKSY |",
+             "|---|---|---|---|---|---|---|"]
     for ds in DATASETS:
-        if (ds, "stagate") not in med:
-            continue
-        o = med[ds, "stagate"]
-        time_ratio = {m: f"{med[ds, m][0] / o[0]:.1f}" if (ds, m) in med else "-"
-                      for m in ("stagate_modern", "banksy")}
-        ari_diff = {m: f"{o[1] - med[ds, m][1]:+.3f}" if (ds, m) in med else "-"
-                    for m in ("stagate_modern", "banksy")}
-        rss = f"{o[2] / med[ds, 'stagate_modern'][2]:.2f}" if (ds, "stagate_modern") in med else "-"
-        rows.append(f"| {ds} | {time_ratio['stagate_modern']} | {time_ratio['banksy']} | {rss} | "
-                    f"{ari_diff['stagate_modern']} | {ari_diff['banksy']} |")
+        for ours in ("stagate_run_default", "stagate_run_paper", "stagate"):
+            if (ds, ours) not in med:
+                continue
+            o = med[ds, ours]
+            time_ratio = {m: f"{med[ds, m][0] / o[0]:.1f}" if (ds, m) in med else "-"
+                          for m in ("stagate_modern", "banksy")}
+            ari_diff = {m: f"{o[1] - med[ds, m][1]:+.3f}" if (ds, m) in med else "-"
+                        for m in ("stagate_modern", "banksy")}
+            rss = (f"{o[2] / med[ds, 'stagate_modern'][2]:.2f}"
+                   if (ds, "stagate_modern") in med else "-")
+            rows.append(f"| {ds} | {LABELS[ours]} | {time_ratio['stagate_modern']} | "
+                        f"{time_ratio['banksy']} | {rss} | {ari_diff['stagate_modern']} | "
+                        f"{ari_diff['banksy']} |")
     m = records[-1]["machine"] if records else {}
     return (f"Machine: {m.get('cpu')}, {m.get('cores')} cores, device {records[-1]['device']}"
             if records else "") + "\n\n" + "\n".join(rows) + "\n"
@@ -105,13 +116,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
-    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=METHODS)
     ap.add_argument("--peer-python", type=Path, default=PEER_PYTHON)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "compare_cpu.jsonl")
     ap.add_argument("--summarise", action="store_true", help="only rebuild the markdown table")
     args = ap.parse_args()
     if not args.summarise:
-        if any(m != "stagate" for m in args.methods) and not args.peer_python.exists():
+        if any(m in ("stagate_modern", "banksy", "pca") for m in args.methods) and \
+                not args.peer_python.exists():
             sys.exit(f"{args.peer_python} not found: run `bash bench/setup_peers.sh` first.")
         info = machine()
         for seed in args.seeds:

@@ -67,6 +67,7 @@ class PipelineConfig:
     cluster_method: str = "mclust"
     refine: bool = False
     umap: bool = True
+    downstream: bool = True  # marker genes, Moran's I, attention summary (the report's facts)
     show_progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -116,7 +117,9 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         adata.var["highly_variable"] = True
     else:
         layer = _counts_layer(adata)
-        pp.preprocess(adata, n_top_genes=cfg.n_top_genes, layer=layer, batch_key=section_key)
+        # every gene stays (markers are tested on all of them); the model reads the HVGs
+        pp.preprocess(adata, n_top_genes=cfg.n_top_genes, layer=layer, batch_key=section_key,
+                      subset=False)
     seconds["preprocess"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -185,11 +188,15 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
 
     if cfg.umap:
         t = time.perf_counter()
-        log.info("UMAP of the embedding (%d spots; --no-umap skips it)...", adata.n_obs)
-        sc.pp.neighbors(adata, use_rep=_keys.EMBEDDING, random_state=cfg.seed)
-        sc.tl.umap(adata, random_state=cfg.seed)
+        log.info("UMAP and PAGA of the embedding (%d spots; --no-umap skips them)...",
+                 adata.n_obs)
+        tl.embedding_umap(adata, groupby=_keys.DOMAIN, random_state=cfg.seed)
         seconds["umap"] = time.perf_counter() - t
-        log.info("UMAP done in %.1f s", seconds["umap"])
+        log.info("UMAP and PAGA done in %.1f s", seconds["umap"])
+    if cfg.downstream:
+        t = time.perf_counter()
+        downstream = _downstream(adata, train_graph)
+        seconds["markers"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t_all
 
     graph = adata.uns[_keys.graph_uns_key()]
@@ -216,6 +223,8 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpus": os.cpu_count()},
     }
+    if cfg.downstream:
+        summary["downstream"] = downstream
     if section_key is not None:
         summary["sections"] = _sections_summary(adata, section_key, mode, spatial_key, cfg)
     if cfg.label_key is not None:
@@ -236,6 +245,53 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         summary["graph"]["radius_um"] = summary["graph"]["radius"] * summary["input"]["um_per_unit"]
     summary.update(cfg.extra)
     return adata, summary
+
+
+#: genes detected in fewer spots than this are not tested for markers (no power, only
+#: multiple-testing burden)
+MARKER_MIN_SPOTS = 10
+
+
+def _downstream(adata: AnnData, graph_key: str) -> dict:
+    """Marker genes of each domain (every detected gene), Moran's I of the top markers
+    measured vs denoised, and how the attention treats domain borders; facts for the summary
+    and the report."""
+    detected = np.asarray((adata.layers[_keys.COUNTS_LAYER] > 0).sum(0)).ravel() \
+        if _keys.COUNTS_LAYER in adata.layers else np.full(adata.n_vars, MARKER_MIN_SPOTS)
+    genes = adata.var_names[detected >= MARKER_MIN_SPOTS]
+    table = tl.markers(adata, groupby=_keys.DOMAIN, genes=genes)
+    top = table[table["rank"] <= 5]
+    tops = top[top["rank"] == 1]["gene"].tolist()
+    moran = tl.morans_i(adata, list(dict.fromkeys(top["gene"])), graph_key=graph_key)
+    adata.uns["domain_markers_morans_i"] = moran.reset_index()
+    _, per_domain = tl.attention_by_domain(adata, domain_key=_keys.DOMAIN)
+    adata.uns["attention_by_domain"] = per_domain.reset_index()
+    return {
+        "markers": {"n_genes_tested": int(len(genes)), "min_spots_detected": MARKER_MIN_SPOTS,
+                    "test": "Wilcoxon rank-sum, one domain vs the rest, Benjamini-Hochberg",
+                    "top_per_domain": {str(r.domain): {"gene": r.gene,
+                                                        "log2_fold_change": round(float(r.log2_fold_change), 3),
+                                                        "p_value_adj": float(r.p_value_adj)}
+                                       for r in top[top["rank"] == 1].itertuples()}},
+        "morans_i_top_markers": {"genes": len(moran),
+                                 "measured_median": _round(moran["measured"].median()),
+                                 "denoised_median": _round(moran["denoised"].median()),
+                                 "first_markers": {g: {"measured": _round(moran.loc[g, "measured"]),
+                                                       "denoised": _round(moran.loc[g, "denoised"])}
+                                                   for g in tops if g in moran.index}},
+        "attention_at_borders": {
+            "attention_same_domain": _round(np.average(per_domain["attention_same"],
+                                                       weights=per_domain["n_border"])),
+            "expected_same_domain": _round(np.average(per_domain["expected_same"],
+                                                      weights=per_domain["n_border"])),
+            "note": "border spots: share of attention on neighbours of their own domain vs the "
+                    "share of such neighbours (uniform attention would give the second)"},
+    }
+
+
+def _round(v, digits: int = 4):
+    v = float(v)
+    return None if not np.isfinite(v) else round(v, digits)
 
 
 def _consensus_summary(adata: AnnData, n_runs: int) -> dict:
@@ -432,7 +488,8 @@ def nonspatial_ari(adata: AnnData, cfg: PipelineConfig) -> float:
     """ARI of the same clustering on 30 PCs of the same expression: what space adds."""
     t = time.perf_counter()
     log.info("non-spatial baseline: PCA + %s on the same genes...", cfg.cluster_method)
-    tmp = AnnData(adata.X, obs=adata.obs[[cfg.label_key]].copy())  # PCA keeps it sparse
+    hvg = adata.var["highly_variable"].to_numpy(dtype=bool)  # the genes the model used
+    tmp = AnnData(adata.X[:, hvg], obs=adata.obs[[cfg.label_key]].copy())  # PCA keeps sparse
     sc.pp.pca(tmp, n_comps=min(30, min(tmp.shape) - 1), random_state=cfg.seed)
     tl.domains(tmp, cfg.n_domains, use_rep="X_pca", method=cfg.cluster_method,
                key_added="pca_domain")
@@ -442,7 +499,8 @@ def nonspatial_ari(adata: AnnData, cfg: PipelineConfig) -> float:
 
 
 #: every file a run writes into --out; --force replaces them as a whole
-OUTPUT_FILES = ("stagate.h5ad", "domains.png", "domains_3d.png", "umap.png", "summary.json")
+OUTPUT_FILES = ("stagate.h5ad", "domains.png", "domains_3d.png", "umap.png", "markers.csv",
+                "report.html", "summary.json")
 
 
 def claim_output_folder(out: Path, *, force: bool = False):
@@ -487,7 +545,7 @@ def claim_output_folder(out: Path, *, force: bool = False):
 
 
 def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = False,
-                  lock=None) -> None:
+                  lock=None, report: bool = True) -> None:
     """Write stagate.h5ad, domains.png, umap.png and summary.json into `out`, atomically.
 
     Everything is written into a temporary folder beside `out` first and moved in at the end,
@@ -525,10 +583,19 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
                                title="STAGATE domains, stacked" if sections else None)
             ax.figure.savefig(tmp / "domains_3d.png", dpi=150, bbox_inches="tight")
             plt.close(ax.figure)
-        if "X_umap" in adata.obsm:
-            ax = pl.umap(adata, color=_keys.DOMAIN)
+        if f"{_keys.EMBEDDING}_umap" in adata.obsm:
+            ax = pl.umap(adata, color=_keys.DOMAIN, basis=f"{_keys.EMBEDDING}_umap", paga=True)
             ax.figure.savefig(tmp / "umap.png", dpi=150, bbox_inches="tight")
             plt.close(ax.figure)
+        markers = f"{_keys.DOMAIN}_markers_table"
+        if markers in adata.uns:
+            pd.DataFrame(adata.uns[markers]).to_csv(tmp / "markers.csv", index=False)
+        if report:
+            from .report import write_report
+
+            t_report = time.perf_counter()
+            write_report(adata, summary, tmp / "report.html")
+            summary["seconds"]["report"] = round(time.perf_counter() - t_report, 3)
         summary["seconds"]["write"] = round(time.perf_counter() - t_write, 3)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
         out.mkdir(exist_ok=True)

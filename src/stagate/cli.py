@@ -125,7 +125,11 @@ def _shared_options(f):
         click.option("--refine", is_flag=True,
                      help="Also write obs['domain_refined']: each spot's neighbourhood "
                           "majority domain (removes lone spots)."),
-        click.option("--no-umap", is_flag=True, help="Skip the UMAP (faster on large data)."),
+        click.option("--no-umap", is_flag=True, help="Skip the UMAP and PAGA (faster on large "
+                                                     "data)."),
+        click.option("--no-report", is_flag=True,
+                     help="Skip marker genes, Moran's I, the attention summary and "
+                          "report.html (the fastest run)."),
         click.option("--force", is_flag=True, help="Overwrite results already in --out."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
     ]
@@ -167,6 +171,7 @@ def _config(n_domains, label_key, opts: dict, **extra):
         batch_size=_batch_size(opts["batch_size"]), checkpoint=opts["checkpoint"],
         step_every=opts["step_every"], tol=opts["tol"] or None,
         cluster_method=opts["cluster_method"], refine=opts["refine"], umap=not opts["no_umap"],
+        downstream=not opts["no_report"],
         show_progress=not opts["quiet"], extra=extra,
     )
 
@@ -253,7 +258,8 @@ def run(input_paths: tuple[Path, ...], n_domains: int, label_key: str | None,
         if _is_secondary_rank():
             return
         summary["seconds"]["read"] = round(read_s, 3)
-        write_outputs(result, summary, opts["out"], force=opts["force"], lock=lock)
+        write_outputs(result, summary, opts["out"], force=opts["force"], lock=lock,
+                      report=not opts["no_report"])
         _report(summary, opts["out"])
 
 
@@ -314,7 +320,8 @@ def demo(n_spots: int, n_domains: int, **opts) -> None:
         if _is_secondary_rank():
             return
         summary["nonspatial_ari"] = nonspatial_ari(result, cfg)
-        write_outputs(result, summary, opts["out"], force=opts["force"], lock=lock)
+        write_outputs(result, summary, opts["out"], force=opts["force"], lock=lock,
+                      report=not opts["no_report"])
         _report(summary, opts["out"])
     click.echo(f"non-spatial clustering (PCA + {cfg.cluster_method}) ARI: "
                f"{summary['nonspatial_ari']:.3f}; STAGATE ARI: {summary['ari']:.3f}")

@@ -190,20 +190,49 @@ def _draw_tissue_image(ax: Axes, adata: AnnData, image: str, library_id: str | N
 
 
 def umap(
-    adata: AnnData, *, color: str = _keys.DOMAIN, basis: str = "X_umap",
-    title: str | None = None, ax: Axes | None = None,
+    adata: AnnData, *, color: str = _keys.DOMAIN, basis: str | None = None,
+    title: str | None = None, ax: Axes | None = None, paga: bool = False,
     scatter_kwds: Mapping[str, Any] = MappingProxyType({}),
 ) -> Axes:
-    """UMAP of the embedding coloured by a categorical `color` (run ``sc.tl.umap`` first)."""
+    """UMAP of the embedding coloured by a categorical `color`.
+
+    `basis` defaults to ``obsm['STAGATE_umap']`` (:func:`stagate.tl.embedding_umap`), else
+    scanpy's ``X_umap``. With `paga`, the PAGA connectivities between the `color` groups
+    (``uns['STAGATE_paga']``) are drawn over it: a line between group centres, as thick as
+    the connectivity (those under 0.05 left out)."""
+    basis = basis or next((b for b in (f"{_keys.EMBEDDING}_umap", "X_umap")
+                           if b in adata.obsm), f"{_keys.EMBEDDING}_umap")
     if basis not in adata.obsm:
-        msg = f"adata.obsm[{basis!r}] not found. Run sc.pp.neighbors(adata, use_rep='STAGATE') " \
-              "and sc.tl.umap(adata) first."
+        msg = (f"adata.obsm[{basis!r}] not found. Run stagate.tl.embedding_umap(adata) "
+               f"first.")
         raise StagateInputError(msg)
     ax = plt.figure(figsize=(6, 5)).gca() if ax is None else ax
-    _categorical_scatter(ax, np.asarray(adata.obsm[basis]), adata.obs[color],
-                         title or f"UMAP ({color})", scatter_kwds)
+    xy = np.asarray(adata.obsm[basis])
+    _categorical_scatter(ax, xy, adata.obs[color], title or f"UMAP of the embedding ({color})",
+                         scatter_kwds)
     ax.set_aspect("auto")
+    ax.set_xlabel("UMAP 1")
+    ax.set_ylabel("UMAP 2")
+    paga_key = f"{basis.removesuffix('_umap')}_paga"
+    if paga and paga_key in adata.uns:
+        _draw_paga(ax, xy, adata.obs[adata.uns[paga_key]["groups"]],
+                   sp.csr_matrix(adata.uns[paga_key]["connectivities"]))
     return ax
+
+
+def _draw_paga(ax: Axes, xy: np.ndarray, groups, conn: sp.csr_matrix,
+               threshold: float = 0.05) -> None:
+    cats = _categories(groups)
+    values = groups.astype(str).to_numpy()
+    centres = np.array([np.median(xy[values == str(c)], axis=0) for c in cats])
+    coo = sp.triu(conn, k=1).tocoo()
+    for i, j, w in zip(coo.row, coo.col, coo.data, strict=True):
+        if w >= threshold:
+            ax.plot(*centres[[i, j]].T, color="black", lw=0.5 + 6 * w, alpha=0.7, zorder=3)
+    ax.scatter(centres[:, 0], centres[:, 1], s=160, c=_palette(len(cats)), edgecolors="black",
+               zorder=4)
+    for (x, y), c in zip(centres, cats, strict=True):
+        ax.annotate(str(c), (x, y), ha="center", va="center", fontsize=7, zorder=5)
 
 
 def neighbors_histogram(adata: AnnData, *, key: str = _keys.GRAPH,
@@ -238,12 +267,16 @@ def loss(adata: AnnData, *, key: str = _keys.EMBEDDING, ax: Axes | None = None) 
 def genes(
     adata: AnnData, genes: Sequence[str], *, key: str = _keys.EMBEDDING,
     spatial_key: str = _keys.SPATIAL, cmap: str = "viridis",
+    titles: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Log-normalised (``X``) vs denoised (``layers['{key}_ReX']``) maps of `genes`.
 
-    Returns the (2, n_genes) array of axes: first row measured, second row denoised."""
+    Returns the (2, n_genes) array of axes: first row measured, second row denoised.
+    `titles` replaces the gene names in the panel titles (e.g. symbols for Ensembl IDs)."""
+    from ..tl._downstream import denoised_matrix
+
     layer = _keys.recon_key(key)
-    if layer not in adata.layers:
+    if layer not in adata.layers and layer not in adata.obsm:
         msg = f"adata.layers[{layer!r}] not found. Run stagate.tl.stagate(adata) first."
         raise StagateInputError(msg)
     missing = [g for g in genes if g not in adata.var_names]
@@ -252,17 +285,19 @@ def genes(
         raise StagateInputError(msg)
     xy = np.asarray(adata.obsm[spatial_key])[:, :2]
     fig, axes = plt.subplots(2, len(genes), figsize=(3 * len(genes), 6), squeeze=False)
+    denoised = denoised_matrix(adata, list(genes), key)
     for j, g in enumerate(genes):
         col = adata.var_names.get_loc(g)
-        for i, (mat, what) in enumerate([(adata.X, "log-normalised"),
-                                          (adata.layers[layer], "STAGATE denoised")]):
-            v = mat[:, col]
-            v = np.asarray(v.toarray() if sp.issparse(v) else v).ravel()
+        measured = adata.X[:, col]
+        measured = np.asarray(measured.toarray() if sp.issparse(measured) else measured).ravel()
+        name = g if titles is None else titles[j]
+        for i, (v, what) in enumerate([(measured, "log-normalised"),
+                                        (denoised[:, j], "STAGATE denoised")]):
             ax = axes[i, j]
             dots = ax.scatter(xy[:, 0], xy[:, 1], c=v, s=_spot_size(len(xy)), cmap=cmap,
                               linewidths=0, rasterized=len(xy) > _RASTERISE_ABOVE)
             fig.colorbar(dots, ax=ax, shrink=0.7, label="expression")
-            ax.set_title(f"{g} ({what})")
+            ax.set_title(f"{name} ({what})")
             ax.set_aspect("equal")
             ax.invert_yaxis()
             ax.set_xticks([])
@@ -288,10 +323,20 @@ def attention(
     dist_key = _keys.graph_keys(adata, graph_key)[1]
     centre, span = xy[i], (4 * np.median(sp.csr_matrix(adata.obsp[dist_key]).data)
                            if dist_key in adata.obsp else None)
+    from matplotlib.colors import TwoSlopeNorm
+
     ax.scatter(xy[:, 0], xy[:, 1], s=_spot_size(len(xy)), color="lightgrey", linewidths=0)
-    sc_ = ax.scatter(xy[row.indices, 0], xy[row.indices, 1], c=row.data, cmap="Reds",
-                     s=4 * _spot_size(len(xy)), vmin=0)
-    plt.colorbar(sc_, ax=ax, label="attention")
+    # attention x neighbourhood size: 1 = what uniform attention would give; the raw weights
+    # of a 7-spot neighbourhood all sit near 1/7, a scale on which differences vanish
+    relative = row.data * row.nnz
+    spread = max(1e-3, float(np.abs(relative - 1).max()))
+    sc_ = ax.scatter(xy[row.indices, 0], xy[row.indices, 1], c=relative, cmap="RdBu_r",
+                     norm=TwoSlopeNorm(1.0, 1 - spread, 1 + spread),
+                     s=4 * _spot_size(len(xy)), edgecolors="grey", linewidths=0.3)
+    ax.scatter([xy[i, 0]], [xy[i, 1]], marker="*", s=12 * _spot_size(len(xy)),
+               facecolors="none", edgecolors="black", linewidths=1.2, label="focal spot")
+    ax.legend(loc="upper right", frameon=False, fontsize="small")
+    plt.colorbar(sc_, ax=ax, label="attention / uniform share (1 = uniform)")
     if span:
         ax.set_xlim(centre[0] - span, centre[0] + span)
         ax.set_ylim(centre[1] + span, centre[1] - span)

@@ -2,10 +2,12 @@
 
 from ._consensus import consensus_domains
 from ._domains import domains
+from ._downstream import attention_by_domain, embedding_umap, markers, morans_i, paga_path
 from ._metrics import score_domains
 from ._refine import refine_domains
 from ._sections import section_agreement, section_mixing
 from ._stagate import stagate
 
-__all__ = ["consensus_domains", "domains", "refine_domains", "score_domains", "section_agreement", "section_mixing",
+__all__ = ["attention_by_domain", "consensus_domains", "domains", "embedding_umap", "markers",
+           "morans_i", "paga_path", "refine_domains", "score_domains", "section_agreement", "section_mixing",
            "stagate"]

@@ -19,6 +19,21 @@ from ._domains import cluster_embedding, set_labels
 from ._stagate import write_results
 
 
+def _train_runs(adata: AnnData, seeds: list[int], stagate_kwds: dict, fit_kwds: dict,
+                checkpoint) -> list[STAGATE]:
+    """Fit one model per seed, one after another (each uses every core).
+
+    Training two runs side by side on one thread each was measured and dropped: on STARmap
+    (1,207 cells, 2 cores) 4.9 s for two runs against 5.5 s one after another
+    (bench/README.md), not worth threads sharing the process's torch settings."""
+    models = []
+    for run, seed in enumerate(seeds):
+        log.info("consensus run %d of %d (seed %d)", run + 1, len(seeds), seed)
+        model = STAGATE(random_state=seed, **stagate_kwds)
+        models.append(model.fit(adata, checkpoint=run_checkpoint(checkpoint, run), **fit_kwds))
+    return models
+
+
 def run_seeds(random_state: int, n_runs: int) -> list[int]:
     """The seeds of `n_runs` runs made from one seed (numpy's SeedSequence): runs of
     different base seeds share no seed, so their results are independent."""
@@ -112,14 +127,12 @@ def consensus_domains(
     seeds = run_seeds(random_state, int(n_runs))
     fit_kwds = {"layer": layer, "graph_key": graph_key,
                 "pruned_key": pruned_key if stagate_kwds.get("alpha", 0) > 0 else None}
-    models, partitions, cluster_params = [], [], []
-    train_s = cluster_s = 0.0
-    for run, seed in enumerate(seeds):
-        log.info("consensus run %d of %d (seed %d)", run + 1, len(seeds), seed)
-        model = STAGATE(random_state=seed, **stagate_kwds)
-        t = time.perf_counter()
-        model.fit(adata, checkpoint=run_checkpoint(checkpoint, run), **fit_kwds)
-        train_s += time.perf_counter() - t
+    t = time.perf_counter()
+    models = _train_runs(adata, seeds, stagate_kwds, fit_kwds, checkpoint)
+    train_s = time.perf_counter() - t
+    partitions, cluster_params = [], []
+    cluster_s = 0.0
+    for model in models:
         t = time.perf_counter()
         labels, params = cluster_embedding(
             model.embedding_.astype(np.float64), n_domains, method=method,
@@ -128,7 +141,6 @@ def consensus_domains(
         partitions.append(labels)
         cluster_params.append(params)
         model.drop_outputs()  # the reference run's outputs are recomputed below
-        models.append(model)
     labels, info = consensus_vote(np.stack(partitions))
     ref = info["reference"]
     log.info("consensus of %d runs: mean pairwise ARI %.3f, reference run %d; %.1f%% of spots "

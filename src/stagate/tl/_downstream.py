@@ -1,0 +1,261 @@
+"""After the domains: embedding neighbours, UMAP and PAGA; marker genes; spatial autocorrelation.
+
+Everything here is scanpy's (neighbours, UMAP, PAGA, Wilcoxon with Benjamini-Hochberg,
+Moran's I); this module only runs it on the STAGATE embedding under keys of its own, so a
+user's own ``obsp['connectivities']``, ``obsm['X_umap']`` or ``uns['paga']`` are never
+overwritten, and turns the results into tidy tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .. import _keys
+from .._docs import DOC_ADATA, doc_params
+from .._logging import log
+from .._validation import require_key
+
+
+@doc_params(adata=DOC_ADATA)
+def embedding_umap(
+    adata: AnnData,
+    *,
+    use_rep: str = _keys.EMBEDDING,
+    groupby: str | None = _keys.DOMAIN,
+    n_neighbors: int = 15,
+    random_state: int = 0,
+    key_added: str | None = None,
+) -> None:
+    """Neighbours, UMAP and (with `groupby`) PAGA of an embedding, under their own keys.
+
+    Parameters
+    ----------
+    {adata}
+    use_rep
+        Embedding in ``obsm``.
+    groupby
+        obs column of the groups PAGA connects (the domains); None skips PAGA.
+    n_neighbors
+        Neighbours per spot in the embedding (scanpy's default).
+    random_state
+        Seed of the UMAP layout.
+    key_added
+        Prefix of the keys written; default `use_rep`.
+
+    Returns
+    -------
+    ``obsp['{{key}}_connectivities']``, ``obsp['{{key}}_distances']``, ``uns['{{key}}_neighbors']``
+        The embedding's neighbour graph (scanpy's ``neighbors`` with ``key_added``).
+    ``obsm['{{key}}_umap']``
+        The UMAP layout.
+    ``uns['{{key}}_paga']``
+        PAGA between the `groupby` groups: ``connectivities`` (groups x groups), ``groups``.
+    """
+    require_key(adata, "obsm", use_rep, "run stagate.tl.stagate (or consensus_domains) first")
+    key = key_added or use_rep
+    neighbors_key = f"{key}_neighbors"
+    sc.pp.neighbors(adata, use_rep=use_rep, n_neighbors=min(n_neighbors, adata.n_obs - 1),
+                    random_state=random_state, key_added=neighbors_key)
+    # scanpy names the obsp matrices after key_added; keep ours: {key}_connectivities
+    for kind in ("connectivities", "distances"):
+        adata.obsp[f"{key}_{kind}"] = adata.obsp.pop(f"{neighbors_key}_{kind}")
+        adata.uns[neighbors_key][f"{kind}_key"] = f"{key}_{kind}"
+    sc.tl.umap(adata, random_state=random_state, neighbors_key=neighbors_key,
+               key_added=f"{key}_umap")
+    adata.uns.pop(f"{key}_umap", None)  # the UMAP's parameters: not needed, keep uns small
+    if groupby is not None:
+        require_key(adata, "obs", groupby, "cluster the embedding first (stagate.tl.domains)")
+        saved = adata.uns.pop("paga", None)  # scanpy writes uns['paga']: the user's stays
+        try:
+            sc.tl.paga(adata, groups=groupby, neighbors_key=neighbors_key)
+            paga = adata.uns.pop("paga")
+        finally:
+            if saved is not None:
+                adata.uns["paga"] = saved
+        adata.uns[f"{key}_paga"] = {
+            "connectivities": sp.csr_matrix(paga["connectivities"]),
+            "connectivities_tree": sp.csr_matrix(paga["connectivities_tree"]),
+            "groups": groupby,
+        }
+    log.info("added obsm[%r], obsp[%r]%s", f"{key}_umap", f"{key}_connectivities",
+             f", uns[{key + '_paga'!r}]" if groupby else "")
+
+
+def paga_path(adata: AnnData, key: str = _keys.EMBEDDING) -> list[str]:
+    """The groups in the order of the strongest PAGA path: start at the group with the
+    weakest total connectivity (an end), then repeatedly go to the most connected unvisited
+    group. For a layered tissue (cortex) this is the order of the layers when the embedding
+    has learnt it."""
+    record = adata.uns[f"{key}_paga"]
+    conn = np.asarray(sp.csr_matrix(record["connectivities"]).todense())
+    names = list(adata.obs[record["groups"]].cat.categories)
+    np.fill_diagonal(conn, 0)
+    order = [int(np.argmin(conn.sum(1)))]
+    while len(order) < len(names):
+        row = conn[order[-1]].copy()
+        row[order] = -1
+        order.append(int(np.argmax(row)))
+    return [str(names[i]) for i in order]
+
+
+@doc_params(adata=DOC_ADATA)
+def markers(
+    adata: AnnData,
+    *,
+    groupby: str = _keys.DOMAIN,
+    layer: str | None = None,
+    genes: np.ndarray | list[str] | None = None,
+    n_top: int | None = None,
+    key_added: str | None = None,
+) -> pd.DataFrame:
+    """Marker genes of each domain: Wilcoxon rank-sum, one domain against the rest.
+
+    scanpy's ``rank_genes_groups`` (Wilcoxon, Benjamini-Hochberg adjusted p-values, the
+    fraction of spots expressing each gene in and outside the domain) on log-normalised
+    expression of every gene, not only the model's.
+
+    Parameters
+    ----------
+    {adata}
+    groupby
+        obs column of the domains.
+    layer
+        Layer of log-normalised expression; None reads ``X``.
+    genes
+        Test only these genes (names); default every gene.
+    n_top
+        Rows kept per domain in the returned table (sorted by score); None keeps all.
+    key_added
+        uns key of scanpy's full result; default ``'{{groupby}}_markers'``.
+
+    Returns
+    -------
+    A tidy table, one row per (domain, gene): ``domain``, ``gene``, ``score``,
+    ``log2_fold_change``, ``p_value``, ``p_value_adj`` (BH), ``frac_in`` (spots of the domain
+    expressing it), ``frac_out`` (other spots), ``rank``. Also stored in
+    ``uns['{{key_added}}']`` (scanpy's structured result) and, as the table,
+    ``uns['{{key_added}}_table']``.
+    """
+    require_key(adata, "obs", groupby, "cluster the embedding first (stagate.tl.domains)")
+    key = key_added or f"{groupby}_markers"
+    groups = adata.obs[groupby].astype("category")
+    sizes = groups.value_counts()
+    # Wilcoxon needs two spots; the domains' own order
+    testable = [str(c) for c in groups.cat.categories if sizes.get(c, 0) >= 2]
+    view = adata if genes is None else adata[:, np.asarray(genes)]
+    tmp = AnnData(X=view.X if layer is None else view.layers[layer],
+                  obs=pd.DataFrame({groupby: groups.to_numpy()}, index=adata.obs_names),
+                  var=pd.DataFrame(index=view.var_names))
+    tmp.obs[groupby] = tmp.obs[groupby].astype("category")
+    tmp.uns["log1p"] = {"base": None}  # natural log, as stagate.pp.preprocess writes
+    sc.tl.rank_genes_groups(tmp, groupby, groups=testable, method="wilcoxon",
+                            corr_method="benjamini-hochberg", pts=True, use_raw=False,
+                            key_added=key)
+    table = sc.get.rank_genes_groups_df(tmp, group=None, key=key)
+    table = table.rename(columns={"group": "domain", "names": "gene", "scores": "score",
+                                  "logfoldchanges": "log2_fold_change", "pvals": "p_value",
+                                  "pvals_adj": "p_value_adj", "pct_nz_group": "frac_in",
+                                  "pct_nz_reference": "frac_out"})
+    table["rank"] = table.groupby("domain", observed=True).cumcount() + 1
+    if n_top is not None:
+        table = table[table["rank"] <= n_top]
+    table = table.reset_index(drop=True)
+    adata.uns[key] = tmp.uns[key]
+    adata.uns[f"{key}_table"] = table
+    log.info("marker genes of %d domains (%d genes tested): uns[%r]", len(testable),
+             tmp.n_vars, f"{key}_table")
+    return table
+
+
+def morans_i(adata: AnnData, genes: list[str], *, graph_key: str = _keys.GRAPH,
+             denoised_key: str = _keys.EMBEDDING) -> pd.DataFrame:
+    """Moran's I of each gene on the spatial graph, measured and denoised side by side.
+
+    Measured: the log-normalised expression in ``X``; denoised: the model's reconstruction
+    (``layers`` or ``obsm['{denoised_key}_ReX']``). Genes the model did not use get NaN for
+    the denoised value. scanpy's ``metrics.morans_i`` computes it on the graph as given.
+
+    Returns a table indexed by gene with columns ``measured`` and ``denoised``.
+    """
+    conn = sp.csr_matrix(adata.obsp[_keys.graph_keys(adata, graph_key)[0]])
+    genes = [g for g in genes if g in adata.var_names]
+    measured = adata[:, genes].X
+    measured = measured.toarray() if sp.issparse(measured) else np.asarray(measured)
+    out = pd.DataFrame(index=pd.Index(genes, name="gene"))
+    out["measured"] = sc.metrics.morans_i(conn, measured.T.astype(np.float64))
+    rex = denoised_matrix(adata, genes, denoised_key)
+    values = np.full(len(genes), np.nan)
+    have = ~np.isnan(rex).all(0)
+    if have.any():
+        values[have] = sc.metrics.morans_i(conn, rex[:, have].T.astype(np.float64))
+    out["denoised"] = values
+    return out
+
+
+def denoised_matrix(adata: AnnData, genes: list[str], key: str = _keys.EMBEDDING) -> np.ndarray:
+    """The reconstruction of `genes` (spots x genes); NaN columns for genes it lacks."""
+    name = _keys.recon_key(key)
+    out = np.full((adata.n_obs, len(genes)), np.nan, dtype=np.float32)
+    if name in adata.layers:
+        idx = adata.var_names.get_indexer(genes)
+        layer = adata.layers[name]
+        cols = layer[:, idx]
+        out[:] = cols.toarray() if sp.issparse(cols) else np.asarray(cols)
+    elif name in adata.obsm:
+        frame = adata.obsm[name]
+        known = [i for i, g in enumerate(genes) if g in frame.columns]
+        if known:
+            out[:, known] = frame[[genes[i] for i in known]].to_numpy()
+    return out
+
+
+def attention_by_domain(adata: AnnData, *, domain_key: str = _keys.DOMAIN,
+                        key: str = _keys.EMBEDDING) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Does a spot attend more to neighbours of its own domain than their number implies?
+
+    For each spot with at least one neighbour (self excluded): ``attention_same``, the share
+    of its attention (over neighbours, renormalised without the self-loop) on neighbours of
+    its own domain, and ``expected_same``, the share of its neighbours in its domain (what
+    uniform attention would give). At a domain's border (``expected_same < 1``) a difference
+    shows the attention favouring its own domain; inside a domain both are 1.
+
+    Returns
+    -------
+    per_spot
+        Indexed like ``obs``: ``attention_same``, ``expected_same``, ``self_attention``,
+        ``border`` (bool).
+    per_domain
+        For each domain, over its border spots: ``n_border``, mean ``attention_same``,
+        mean ``expected_same`` and their difference ``excess``; and the mean self-attention.
+    """
+    att = sp.csr_matrix(adata.obsp[_keys.attention_key(key)])
+    labels = adata.obs[domain_key].astype(str).to_numpy()
+    rows = np.repeat(np.arange(att.shape[0]), np.diff(att.indptr))
+    cols = att.indices
+    vals = att.data.astype(np.float64)
+    other = rows != cols
+    same = (labels[rows] == labels[cols]) & other
+    n = att.shape[0]
+    total = np.bincount(rows[other], vals[other], minlength=n)
+    on_same = np.bincount(rows[same], vals[same], minlength=n)
+    n_nb = np.bincount(rows[other], minlength=n)
+    n_same = np.bincount(rows[same], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_spot = pd.DataFrame({
+            "attention_same": on_same / total,
+            "expected_same": n_same / n_nb,
+            "self_attention": np.bincount(rows[~other], vals[~other], minlength=n),
+        }, index=adata.obs_names)
+    per_spot["border"] = per_spot["expected_same"] < 1
+    per_spot[domain_key] = labels
+    border = per_spot[per_spot["border"]]
+    per_domain = border.groupby(domain_key).agg(
+        n_border=("attention_same", "size"), attention_same=("attention_same", "mean"),
+        expected_same=("expected_same", "mean"))
+    per_domain["excess"] = per_domain["attention_same"] - per_domain["expected_same"]
+    per_domain["self_attention"] = per_spot.groupby(domain_key)["self_attention"].mean()
+    return per_spot.drop(columns=domain_key), per_domain
