@@ -195,7 +195,7 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         log.info("UMAP and PAGA done in %.1f s", seconds["umap"])
     if cfg.downstream:
         t = time.perf_counter()
-        downstream = _downstream(adata, train_graph)
+        downstream = add_downstream(adata, train_graph)
         seconds["markers"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t_all
 
@@ -252,7 +252,7 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
 MARKER_MIN_SPOTS = 10
 
 
-def _downstream(adata: AnnData, graph_key: str) -> dict:
+def add_downstream(adata: AnnData, graph_key: str) -> dict:
     """Marker genes of each domain (every detected gene), Moran's I of the top markers
     measured vs denoised, and how the attention treats domain borders; facts for the summary
     and the report."""

@@ -327,6 +327,33 @@ def demo(n_spots: int, n_domains: int, **opts) -> None:
                f"{summary['nonspatial_ari']:.3f}; STAGATE ARI: {summary['ari']:.3f}")
 
 
+@cli.command()
+@click.argument("result_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report(result_dir: Path) -> None:
+    """Remake RESULT_DIR/report.html from a finished run (its stagate.h5ad and summary.json),
+    e.g. after a run with --no-report or with a newer stagate."""
+    import json
+
+    import anndata
+
+    from .report import write_report
+
+    paths = {name: result_dir / name for name in ("stagate.h5ad", "summary.json")}
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    if missing:
+        msg = (f"{result_dir} is not a finished stagate run: {', '.join(missing)} missing. "
+               f"Pass the --out folder of a `stagate run`.")
+        raise StagateInputError(msg)
+    adata = anndata.read_h5ad(paths["stagate.h5ad"])
+    summary = json.loads(paths["summary.json"].read_text())
+    if "markers" not in summary.get("downstream", {}) and "domain_markers_table" not in adata.uns:
+        from ._pipeline import add_downstream
+
+        summary["downstream"] = add_downstream(adata, summary.get("trained_on_graph", "spatial"))
+    write_report(adata, summary, result_dir / "report.html")
+    click.echo(f"wrote {result_dir / 'report.html'}")
+
+
 def _report(summary: dict, out: Path) -> None:
     s = summary["seconds"]
     line = (f"{summary['n_spots']} spots, {summary['n_genes_used']} genes, "

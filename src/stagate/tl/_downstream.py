@@ -176,8 +176,8 @@ def morans_i(adata: AnnData, genes: list[str], *, graph_key: str = _keys.GRAPH,
     """Moran's I of each gene on the spatial graph, measured and denoised side by side.
 
     Measured: the log-normalised expression in ``X``; denoised: the model's reconstruction
-    (``layers`` or ``obsm['{denoised_key}_ReX']``). Genes the model did not use get NaN for
-    the denoised value. scanpy's ``metrics.morans_i`` computes it on the graph as given.
+    (``layers`` or ``obsm['{denoised_key}_ReX']``). Genes the model did not use, and constant
+    ones, get NaN. scanpy's ``metrics.morans_i`` computes it on the graph as given.
 
     Returns a table indexed by gene with columns ``measured`` and ``denoised``.
     """
@@ -186,14 +186,24 @@ def morans_i(adata: AnnData, genes: list[str], *, graph_key: str = _keys.GRAPH,
     measured = adata[:, genes].X
     measured = measured.toarray() if sp.issparse(measured) else np.asarray(measured)
     out = pd.DataFrame(index=pd.Index(genes, name="gene"))
-    out["measured"] = sc.metrics.morans_i(conn, measured.T.astype(np.float64))
+    out["measured"] = _morans_i(conn, measured)
     rex = denoised_matrix(adata, genes, denoised_key)
     values = np.full(len(genes), np.nan)
     have = ~np.isnan(rex).all(0)
     if have.any():
-        values[have] = sc.metrics.morans_i(conn, rex[:, have].T.astype(np.float64))
+        values[have] = _morans_i(conn, rex[:, have])
     out["denoised"] = values
     return out
+
+
+def _morans_i(conn: sp.csr_matrix, values: np.ndarray) -> np.ndarray:
+    """scanpy's Moran's I of each column; a constant column (e.g. a gene the reconstruction
+    clamps to 0 everywhere) has no autocorrelation to measure: NaN, without scanpy's warning."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*variables were constant.*")
+        return np.asarray(sc.metrics.morans_i(conn, values.T.astype(np.float64)))
 
 
 def denoised_matrix(adata: AnnData, genes: list[str], key: str = _keys.EMBEDDING) -> np.ndarray:

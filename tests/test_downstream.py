@@ -1,0 +1,97 @@
+"""After the domains: markers, UMAP/PAGA, Moran's I, attention by domain; against references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from anndata import AnnData
+
+import stagate as sg
+
+
+def _planted(rng, n_per=60):
+    """Three domains in a row; gene_a marks domain A, gene_c domain C, the rest is noise."""
+    labels = np.repeat(["A", "B", "C"], n_per)
+    n = labels.size
+    x = rng.poisson(1.0, (n, 30)).astype(np.float32)
+    x[labels == "A", 0] += 6
+    x[labels == "C", 1] += 6
+    a = AnnData(np.log1p(x), obs=pd.DataFrame({"domain": pd.Categorical(labels)},
+                                               index=[f"s{i}" for i in range(n)]),
+                var=pd.DataFrame(index=["gene_a", "gene_c"] + [f"g{i}" for i in range(28)]))
+    a.obsm["spatial"] = np.column_stack([np.arange(n) % 20, np.arange(n) // 20]).astype(float)
+    return a
+
+
+def test_markers_find_planted_genes_with_bh_and_fractions(rng):
+    a = _planted(rng)
+    table = sg.tl.markers(a)
+    top = table[table["rank"] == 1].set_index("domain")["gene"]
+    assert top["A"] == "gene_a" and top["C"] == "gene_c"
+    first = table[(table.domain == "A") & (table.gene == "gene_a")].iloc[0]
+    assert first.p_value_adj < 1e-10 and first.log2_fold_change > 1
+    # Benjamini-Hochberg: adjusted >= raw, and the same ranking
+    assert (table.p_value_adj >= table.p_value - 1e-15).all()
+    # fractions expressing, against a direct count
+    expressed = np.asarray(a[a.obs.domain == "A", "g3"].X).ravel() > 0
+    row = table[(table.domain == "A") & (table.gene == "g3")].iloc[0]
+    assert row.frac_in == pytest.approx(expressed.mean())
+    assert "domain_markers_table" in a.uns and "domain_markers" in a.uns
+
+
+def test_markers_cover_genes_outside_the_model(sim_raw):
+    a = sim_raw.copy()
+    sg.pp.preprocess(a, n_top_genes=50, subset=False)  # the model would use 50 of 200
+    a.obs["domain"] = a.obs["domain_truth"]
+    table = sg.tl.markers(a)
+    assert table.gene.nunique() == a.n_vars  # every gene tested, not only the 50
+
+
+def test_paga_follows_a_layered_embedding(rng):
+    a = _planted(rng, 80)
+    layers = a.obs["domain"].cat.codes.to_numpy()
+    # an embedding that orders the domains A < B < C along one axis
+    a.obsm["STAGATE"] = np.column_stack([layers + rng.normal(0, 0.25, layers.size),
+                                         rng.normal(0, 0.25, layers.size)]).astype(np.float32)
+    a.obsp["connectivities"] = sp.identity(a.n_obs, format="csr")  # the user's own: kept
+    sg.tl.embedding_umap(a)
+    assert a.obsm["STAGATE_umap"].shape == (a.n_obs, 2)
+    assert "STAGATE_connectivities" in a.obsp and "STAGATE_paga" in a.uns
+    assert (a.obsp["connectivities"] != sp.identity(a.n_obs)).nnz == 0
+    assert "paga" not in a.uns
+    assert sg.tl.paga_path(a) in (["A", "B", "C"], ["C", "B", "A"])
+
+
+def test_morans_i_matches_the_formula(sim):
+    sg.tl.stagate(sim, n_epochs=5, hidden_dim=16, latent_dim=4, show_progress=False,
+                  device="cpu")
+    genes = list(sim.var_names[:3])
+    got = sg.tl.morans_i(sim, genes)
+    w = sp.csr_matrix(sim.obsp["spatial_connectivities"]).toarray()
+    for g in genes:
+        x = np.asarray(sim[:, g].X.toarray()).ravel().astype(np.float64)
+        z = x - x.mean()
+        expected = len(x) / w.sum() * (z @ w @ z) / (z @ z)
+        assert got.loc[g, "measured"] == pytest.approx(expected, rel=1e-6)
+    assert got["denoised"].notna().all()
+
+
+def test_attention_by_domain_matches_a_loop(sim):
+    sg.tl.stagate(sim, n_epochs=5, hidden_dim=16, latent_dim=4, show_progress=False,
+                  device="cpu")
+    sim.obs["domain"] = sim.obs["domain_truth"]
+    per_spot, per_domain = sg.tl.attention_by_domain(sim)
+    att = sp.csr_matrix(sim.obsp["STAGATE_attention"])
+    labels = sim.obs["domain"].to_numpy()
+    for i in (0, 17, 123):
+        cols, vals = att[i].indices, att[i].data
+        nb = cols != i
+        same = labels[cols[nb]] == labels[i]
+        assert per_spot.iloc[i].attention_same == pytest.approx(vals[nb][same].sum()
+                                                                / vals[nb].sum())
+        assert per_spot.iloc[i].expected_same == pytest.approx(same.mean())
+        assert per_spot.iloc[i].self_attention == pytest.approx(vals[~nb].sum())
+    border = per_spot[per_spot.border]
+    assert per_domain["n_border"].sum() == len(border)
