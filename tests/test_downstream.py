@@ -95,3 +95,24 @@ def test_attention_by_domain_matches_a_loop(sim):
         assert per_spot.iloc[i].self_attention == pytest.approx(vals[~nb].sum())
     border = per_spot[per_spot.border]
     assert per_domain["n_border"].sum() == len(border)
+
+
+def test_thinning_splits_every_count(sim_raw):
+    from stagate.tl._denoise import thin_counts
+
+    a, b = thin_counts(sim_raw.X, 0.5, np.random.default_rng(0))
+    np.testing.assert_array_equal((a + b).toarray(), sim_raw.X.toarray())
+    share = a.sum() / sim_raw.X.sum()
+    assert 0.48 < share < 0.52
+
+
+def test_evaluate_denoising_reports_three_predictors(sim_raw):
+    per_gene, summary = sg.tl.evaluate_denoising(sim_raw, n_epochs=20, hidden_dim=16,
+                                                 latent_dim=4, show_progress=False,
+                                                 device="cpu", n_top_genes=None)
+    assert list(per_gene.columns) == ["measured", "smoothed", "denoised"]
+    assert summary["n_genes"] > 100
+    assert per_gene.dropna().abs().le(1).all().all()
+    assert 0 <= summary["denoised_beats_smoothed"] <= 1
+    with pytest.raises(sg.StagateInputError, match="between 0 and 1"):
+        sg.tl.evaluate_denoising(sim_raw, fraction=1.0)

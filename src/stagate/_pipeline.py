@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -96,107 +97,29 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         msg = (f"Gene names are duplicated (e.g. {dup}); make them unique first "
                f"(adata.var_names_make_unique()) or sum the duplicates.")
         raise StagateInputError(msg)
-    seconds: dict[str, float] = {}
+    stages = Stages()
     t_all = time.perf_counter()
-
-    t = time.perf_counter()
-    adata = adata.copy() if copy else adata
-    for col in (_keys.DOMAIN, REFINED):  # the input's own column of that name is kept aside
-        if col in adata.obs:
-            kept = f"{col}_input"
-            log.warning("obs[%r] of the input is renamed obs[%r]: the run writes its domains "
-                        "to obs[%r]", col, kept, col)
-            adata.obs = adata.obs.rename(columns={col: kept})
-            if cfg.label_key == col:
-                cfg = replace(cfg, label_key=kept)
-    mode = _section_mode(adata, cfg)
-    section_key = cfg.section_key if mode != "single" else None
-    if section_key is not None:  # categories in section order, for every step below
-        adata.obs[section_key] = section_categories(adata, section_key, cfg.section_order)
-    if cfg.log_normalised:
-        adata.var["highly_variable"] = True
-    else:
-        layer = _counts_layer(adata)
-        # every gene stays (markers are tested on all of them); the model reads the HVGs
-        pp.preprocess(adata, n_top_genes=cfg.n_top_genes, layer=layer, batch_key=section_key,
-                      subset=False)
-    seconds["preprocess"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    spatial_key = cfg.spatial_key
-    if cfg.align:
-        pp.align_sections(adata, section_key, section_order=cfg.section_order,
-                          spatial_key=spatial_key, random_state=cfg.seed)
-        spatial_key = _keys.ALIGNED
-        seconds["align"] = time.perf_counter() - t
-        t = time.perf_counter()
-    graph_kwds = {"radius": None if cfg.n_neighbors else cfg.radius,
-                  "n_neighbors": cfg.n_neighbors, "target_neighbors": cfg.target_neighbors,
-                  "spatial_key": spatial_key}
-    pp.spatial_network(adata, library_key=section_key or cfg.library_key,
-                       section_order=cfg.section_order if section_key else None, **graph_kwds)
-    train_graph = _keys.GRAPH
-    if mode == "joint3d":
-        within = adata.uns[_keys.graph_uns_key()]["params"]
-        if within["mode"] == "radius":  # the same within-section radius, measured once
-            graph_kwds["radius"] = within["radius"]
-        pp.spatial_network(adata, library_key=section_key, section_order=cfg.section_order,
-                           between_radius=cfg.between_radius, key_added=_keys.GRAPH_3D,
-                           **graph_kwds)
-        train_graph = _keys.GRAPH_3D
-    if cfg.alpha > 0:
-        pp.prune_network(adata, graph_key=train_graph, random_state=cfg.seed)
-    seconds["graph"] = time.perf_counter() - t
-
-    t = time.perf_counter()
+    with stages("preprocess"):
+        adata, cfg, mode, section_key = _prepare(adata, cfg, copy=copy)
+    with stages("graph"):
+        train_graph, spatial_key = _build_graphs(adata, cfg, mode, section_key, stages)
     n_runs = training.pop("n_runs")
-    train_kwds = training | {"recipe": cfg.recipe, "alpha": cfg.alpha, "device": cfg.device,
-                             "batch_size": cfg.batch_size, "step_every": cfg.step_every,
-                             "tol": cfg.tol, "show_progress": cfg.show_progress}
-    if n_runs > 1:  # several runs, each clustered, then a vote: training and clustering
-        cluster_kwds = {"n_domains": cfg.n_domains, "n_runs": n_runs, "random_state": cfg.seed,
-                        "method": cfg.cluster_method, "key_added": _keys.DOMAIN}
-        if mode == "separate":
-            _fit_separately(adata, section_key, cfg, train_kwds, consensus=cluster_kwds)
-        else:
-            tl.consensus_domains(adata, graph_key=train_graph, checkpoint=cfg.checkpoint,
-                                 **cluster_kwds, **train_kwds)
-        record = adata.uns[_keys.DOMAIN]["consensus"]
-        seconds["train"] = record["train_seconds"]
-        seconds["cluster"] = time.perf_counter() - t - record["train_seconds"]
-    else:
-        train_kwds["random_state"] = cfg.seed
-        if mode == "separate":
-            _fit_separately(adata, section_key, cfg, train_kwds)
-        else:
-            tl.stagate(adata, graph_key=train_graph, checkpoint=cfg.checkpoint, **train_kwds)
-        seconds["train"] = time.perf_counter() - t
+    _train_and_cluster(adata, cfg, mode, section_key, train_graph, training, n_runs, stages)
     from .train._distributed import world
 
     if world()[0] != 0:  # torchrun: the other ranks only help training
         return adata, {}
-
-    t = time.perf_counter()
-    if n_runs == 1:
-        if mode == "separate":  # each section's own clustering: domain names are not shared
-            _cluster_separately(adata, section_key, cfg)
-        else:
-            tl.domains(adata, cfg.n_domains, method=cfg.cluster_method, key_added=_keys.DOMAIN)
     if cfg.refine:
-        tl.refine_domains(adata, _keys.DOMAIN, key_added=REFINED)
-    seconds["cluster"] = seconds.get("cluster", 0.0) + time.perf_counter() - t
-
+        with stages("cluster"):
+            tl.refine_domains(adata, _keys.DOMAIN, key_added=REFINED)
     if cfg.umap:
-        t = time.perf_counter()
-        log.info("UMAP and PAGA of the embedding (%d spots; --no-umap skips them)...",
-                 adata.n_obs)
-        tl.embedding_umap(adata, groupby=_keys.DOMAIN, random_state=cfg.seed)
-        seconds["umap"] = time.perf_counter() - t
-        log.info("UMAP and PAGA done in %.1f s", seconds["umap"])
+        with stages("umap", "UMAP and PAGA of the embedding (--no-umap skips them)"):
+            tl.embedding_umap(adata, groupby=_keys.DOMAIN, random_state=cfg.seed)
     if cfg.downstream:
-        t = time.perf_counter()
-        downstream = add_downstream(adata, train_graph)
-        seconds["markers"] = time.perf_counter() - t
+        with stages("markers", "marker genes, Moran's I, attention by domain (--no-report "
+                               "skips them)"):
+            downstream = add_downstream(adata, train_graph)
+    seconds = stages.seconds
     seconds["total"] = time.perf_counter() - t_all
 
     graph = adata.uns[_keys.graph_uns_key()]
@@ -292,6 +215,121 @@ def add_downstream(adata: AnnData, graph_key: str) -> dict:
 def _round(v, digits: int = 4):
     v = float(v)
     return None if not np.isfinite(v) else round(v, digits)
+
+
+class Stages:
+    """Times and logs the steps of a run: ``with stages("graph"): ...`` adds the seconds to
+    ``stages.seconds["graph"]`` (a step entered twice adds up)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, what: str | None = None):
+        log.info("%s...", what or name)
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            took = time.perf_counter() - t
+            self.seconds[name] = self.seconds.get(name, 0.0) + took
+            log.info("%s done in %.1f s", name, took)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+
+def _prepare(adata: AnnData, cfg: PipelineConfig, *, copy: bool):
+    """Copy (or not), set the input's own domain columns aside, resolve the section mode,
+    normalise: returns (adata, cfg, mode, section_key)."""
+    adata = adata.copy() if copy else adata
+    for col in (_keys.DOMAIN, REFINED):  # the input's own column of that name is kept aside
+        if col in adata.obs:
+            kept = f"{col}_input"
+            log.warning("obs[%r] of the input is renamed obs[%r]: the run writes its domains "
+                        "to obs[%r]", col, kept, col)
+            adata.obs = adata.obs.rename(columns={col: kept})
+            if cfg.label_key == col:
+                cfg = replace(cfg, label_key=kept)
+    mode = _section_mode(adata, cfg)
+    section_key = cfg.section_key if mode != "single" else None
+    if section_key is not None:  # categories in section order, for every step below
+        adata.obs[section_key] = section_categories(adata, section_key, cfg.section_order)
+    if cfg.log_normalised:
+        adata.var["highly_variable"] = True
+    else:
+        layer = _counts_layer(adata)
+        # every gene stays (markers are tested on all of them); the model reads the HVGs
+        pp.preprocess(adata, n_top_genes=cfg.n_top_genes, layer=layer, batch_key=section_key,
+                      subset=False)
+    return adata, cfg, mode, section_key
+
+
+def _build_graphs(adata: AnnData, cfg: PipelineConfig, mode: str, section_key: str | None,
+                  stages: Stages) -> tuple[str, str]:
+    """Align sections (optional), build the spatial network (and the 3-D one, and the
+    pruned one): returns (the graph to train on, the coordinates key it was built on)."""
+    spatial_key = cfg.spatial_key
+    if cfg.align:
+        t = time.perf_counter()
+        pp.align_sections(adata, section_key, section_order=cfg.section_order,
+                          spatial_key=spatial_key, random_state=cfg.seed)
+        spatial_key = _keys.ALIGNED
+        stages.add("align", time.perf_counter() - t)
+    graph_kwds = {"radius": None if cfg.n_neighbors else cfg.radius,
+                  "n_neighbors": cfg.n_neighbors, "target_neighbors": cfg.target_neighbors,
+                  "spatial_key": spatial_key}
+    pp.spatial_network(adata, library_key=section_key or cfg.library_key,
+                       section_order=cfg.section_order if section_key else None, **graph_kwds)
+    train_graph = _keys.GRAPH
+    if mode == "joint3d":
+        within = adata.uns[_keys.graph_uns_key()]["params"]
+        if within["mode"] == "radius":  # the same within-section radius, measured once
+            graph_kwds["radius"] = within["radius"]
+        pp.spatial_network(adata, library_key=section_key, section_order=cfg.section_order,
+                           between_radius=cfg.between_radius, key_added=_keys.GRAPH_3D,
+                           **graph_kwds)
+        train_graph = _keys.GRAPH_3D
+    if cfg.alpha > 0:
+        pp.prune_network(adata, graph_key=train_graph, random_state=cfg.seed)
+    return train_graph, spatial_key
+
+
+def _train_and_cluster(adata: AnnData, cfg: PipelineConfig, mode: str, section_key,
+                       train_graph: str, training: dict, n_runs: int, stages: Stages) -> None:
+    """Train the recipe and find the domains: one run then one clustering, or several runs,
+    each clustered, then their vote (``tl.consensus_domains``)."""
+    from .train._distributed import world
+
+    train_kwds = training | {"recipe": cfg.recipe, "alpha": cfg.alpha, "device": cfg.device,
+                             "batch_size": cfg.batch_size, "step_every": cfg.step_every,
+                             "tol": cfg.tol, "show_progress": cfg.show_progress}
+    if n_runs > 1:  # training and clustering interleave: split the time afterwards
+        cluster_kwds = {"n_domains": cfg.n_domains, "n_runs": n_runs, "random_state": cfg.seed,
+                        "method": cfg.cluster_method, "key_added": _keys.DOMAIN}
+        t = time.perf_counter()
+        if mode == "separate":
+            _fit_separately(adata, section_key, cfg, train_kwds, consensus=cluster_kwds)
+        else:
+            tl.consensus_domains(adata, graph_key=train_graph, checkpoint=cfg.checkpoint,
+                                 **cluster_kwds, **train_kwds)
+        record = adata.uns[_keys.DOMAIN]["consensus"]
+        stages.add("train", record["train_seconds"])
+        stages.add("cluster", time.perf_counter() - t - record["train_seconds"])
+        return
+    train_kwds["random_state"] = cfg.seed
+    with stages("train"):
+        if mode == "separate":
+            _fit_separately(adata, section_key, cfg, train_kwds)
+        else:
+            tl.stagate(adata, graph_key=train_graph, checkpoint=cfg.checkpoint, **train_kwds)
+    if world()[0] != 0:
+        return
+    with stages("cluster"):
+        if mode == "separate":  # each section's own clustering: domain names are not shared
+            _cluster_separately(adata, section_key, cfg)
+        else:
+            tl.domains(adata, cfg.n_domains, method=cfg.cluster_method, key_added=_keys.DOMAIN)
 
 
 def _consensus_summary(adata: AnnData, n_runs: int) -> dict:

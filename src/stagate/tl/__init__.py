@@ -1,6 +1,7 @@
 """Tools: train STAGATE, find domains, refine and score them."""
 
 from ._consensus import consensus_domains
+from ._denoise import evaluate_denoising
 from ._domains import domains
 from ._downstream import attention_by_domain, embedding_umap, markers, morans_i, paga_path
 from ._metrics import score_domains
@@ -8,6 +9,7 @@ from ._refine import refine_domains
 from ._sections import section_agreement, section_mixing
 from ._stagate import stagate
 
-__all__ = ["attention_by_domain", "consensus_domains", "domains", "embedding_umap", "markers",
+__all__ = ["attention_by_domain", "consensus_domains", "domains", "embedding_umap",
+           "evaluate_denoising", "markers",
            "morans_i", "paga_path", "refine_domains", "score_domains", "section_agreement", "section_mixing",
            "stagate"]
