@@ -157,3 +157,11 @@ def test_cli_records_recipe_and_consensus(sim_raw, tmp_path):
     s = json.loads((paper / "summary.json").read_text())
     assert s["recipe"]["hidden_dim"] == 512 and s["consensus"]["n_runs"] == 1
     assert s["recipe"]["lr_schedule"] == "constant" and s["epochs_trained"] == 5
+
+
+def test_consensus_runs_go_through_minibatches(sim):
+    """Each voting run trains on exact minibatches when asked, like a single run."""
+    a = sg.tl.consensus_domains(sim, 4, n_runs=2, n_epochs=5, batch_size=150, copy=True,
+                                **SMALL)
+    assert a.uns["STAGATE"]["params"]["batch_size_used"] == 150
+    assert a.obsm["domain_runs"].shape == (sim.n_obs, 2)

@@ -207,14 +207,16 @@ def _batch_size(value: str):
 @click.argument("input_paths", metavar="INPUT...", nargs=-1, required=True,
                 type=click.Path(exists=True, path_type=Path))
 @click.option("--format", "input_format",
-              type=click.Choice(["auto", "h5ad", "visium", "slideseq", "stereoseq", "imaging"]),
+              type=click.Choice(["auto", "h5ad", "visium", "visium_hd", "xenium", "merscope",
+                                 "cosmx", "slideseq", "stereoseq", "imaging"]),
               default="auto", show_default=True,
               help="Input format; auto detects it from what INPUT is (file or folder).")
 @click.option("--coords", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Slide-seq/imaging: coordinates table, when INPUT is the "
                                  "count matrix itself.")
-@click.option("--bin-size", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Stereo-seq GEM: bin size in DNBs (bin50).")
+@click.option("--bin-size", type=click.IntRange(min=1), default=None,
+              help="Stereo-seq GEM: bin size in DNBs (default 50); Visium HD: bin size in um, "
+                   "2, 8 or 16 (default 8).")
 @click.option("--x-col", default=None, help="Column of the x coordinate, if not 'x'.")
 @click.option("--y-col", default=None, help="Column of the y coordinate, if not 'y'.")
 @click.option("--n-domains", type=click.IntRange(min=2), required=True,

@@ -233,9 +233,12 @@ def _attention(adata: AnnData) -> dict | None:
             "attention gives). 'excess' > 0 means the attention favours the spot's own domain. "
             f"Over all spots, attention weights lie between {np.quantile(relative, 0.01):.2f} "
             f"and {np.quantile(relative, 0.99):.2f} times the uniform share (1st-99th "
-            "percentile): STAGATE's attention scores pass through a sigmoid before the "
-            "softmax, so no neighbour can get more than e = 2.72 times the weight of another, "
-            "and in practice the weights stay close to uniform.")
+            "percentile). Two properties of STAGATE's attention explain why it barely follows "
+            "domains: its score sigmoid(v_s.h_i + v_r.h_j) passes through a sigmoid before the "
+            "softmax, so no neighbour can get more than e = 2.72 times another's weight; and it "
+            "ranks the neighbours j of every spot by the same value v_r.h_j, whatever spot i "
+            "asks (GAT's 'static' attention, Brody et al. 2022), so it cannot prefer neighbours "
+            "that resemble i.")
     return _section("attention", "Attention", text=text, tables=[_table(per_domain)],
                     figures=figures)
 
