@@ -145,25 +145,36 @@ def test_minibatch_option(h5ad, tmp_path):
 
 def test_checkpoint_resume_from_the_command_line(h5ad, tmp_path):
     ckpt = tmp_path / "ckpt.pt"
-    base = ["run", str(h5ad), "--n-domains", "4", "--quiet", "--no-umap", "--checkpoint",
-            str(ckpt)]
+    # the paper recipe (constant learning rate): a longer budget trains on from the checkpoint
+    base = ["run", str(h5ad), "--n-domains", "4", "--quiet", "--no-umap", "--no-report",
+            "--recipe", "paper", "--checkpoint", str(ckpt)]
     assert CliRunner().invoke(cli, [*base, "--epochs", "6", "--out", str(tmp_path / "a")]
                               ).exit_code == 0
     assert ckpt.exists()
     res = CliRunner().invoke(cli, [*base, "--epochs", "10", "--out", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
     full = CliRunner().invoke(cli, ["run", str(h5ad), "--n-domains", "4", "--quiet",
-                                    "--no-umap", "--epochs", "10", "--out", str(tmp_path / "c")])
+                                    "--no-umap", "--no-report", "--recipe", "paper",
+                                    "--epochs", "10", "--out", str(tmp_path / "c")])
     assert full.exit_code == 0
     a = anndata.read_h5ad(tmp_path / "b" / "stagate.h5ad")
     b = anndata.read_h5ad(tmp_path / "c" / "stagate.h5ad")
     np.testing.assert_array_equal(a.obsm["STAGATE"], b.obsm["STAGATE"])
+    # the default recipe: each voting run keeps its own file; a rerun resumes all of them
+    votes = ["run", str(h5ad), "--n-domains", "4", "--quiet", "--no-umap", "--no-report",
+             "--epochs", "8", "--runs", "2", "--checkpoint", str(tmp_path / "v.pt")]
+    assert CliRunner().invoke(cli, [*votes, "--out", str(tmp_path / "d")]).exit_code == 0
+    assert (tmp_path / "v.run0.pt").exists() and (tmp_path / "v.run1.pt").exists()
+    assert CliRunner().invoke(cli, [*votes, "--out", str(tmp_path / "e")]).exit_code == 0
+    d = anndata.read_h5ad(tmp_path / "d" / "stagate.h5ad")
+    e = anndata.read_h5ad(tmp_path / "e" / "stagate.h5ad")
+    np.testing.assert_array_equal(d.obs["domain"], e.obs["domain"])
 
 
 def test_a_checkpoint_of_another_run_is_refused(h5ad, sim_raw, tmp_path):
     ckpt = tmp_path / "ckpt.pt"
-    base = ["run", "--n-domains", "4", "--quiet", "--no-umap", "--epochs", "4",
-            "--checkpoint", str(ckpt)]
+    base = ["run", "--n-domains", "4", "--quiet", "--no-umap", "--no-report", "--epochs", "4",
+            "--recipe", "paper", "--checkpoint", str(ckpt)]
     assert CliRunner().invoke(cli, [*base, str(h5ad), "--out", str(tmp_path / "a")]
                               ).exit_code == 0
     other = sim_raw.copy()

@@ -95,10 +95,23 @@ def embedding_umap(
 
 
 def paga_path(adata: AnnData, key: str = _keys.EMBEDDING) -> list[str]:
-    """The groups in the order of the strongest PAGA path: start at the group with the
-    weakest total connectivity (an end), then repeatedly go to the most connected unvisited
-    group. For a layered tissue (cortex) this is the order of the layers when the embedding
-    has learnt it."""
+    """The groups in the order of the strongest PAGA path.
+
+    Starts at the group with the weakest total connectivity (an end), then repeatedly goes
+    to the most connected unvisited group. For a layered tissue (cortex) this is the order of
+    the layers when the embedding has learnt it.
+
+    Parameters
+    ----------
+    adata
+        With ``uns['{key}_paga']`` (:func:`embedding_umap`).
+    key
+        Prefix the PAGA result was stored under.
+
+    Returns
+    -------
+    The group names along the path.
+    """
     record = adata.uns[f"{key}_paga"]
     conn = np.asarray(sp.csr_matrix(record["connectivities"]).todense())
     names = list(adata.obs[record["groups"]].cat.categories)
@@ -184,11 +197,24 @@ def morans_i(adata: AnnData, genes: list[str], *, graph_key: str = _keys.GRAPH,
              denoised_key: str = _keys.EMBEDDING) -> pd.DataFrame:
     """Moran's I of each gene on the spatial graph, measured and denoised side by side.
 
-    Measured: the log-normalised expression in ``X``; denoised: the model's reconstruction
-    (``layers`` or ``obsm['{denoised_key}_ReX']``). Genes the model did not use, and constant
-    ones, get NaN. scanpy's ``metrics.morans_i`` computes it on the graph as given.
+    scanpy's ``metrics.morans_i`` computes it on the graph as given.
 
-    Returns a table indexed by gene with columns ``measured`` and ``denoised``.
+    Parameters
+    ----------
+    adata
+        Log-normalised expression in ``X``, the spatial graph, and the model's
+        reconstruction (``layers`` or ``obsm['{denoised_key}_ReX']``).
+    genes
+        Gene names; those absent from ``var_names`` are skipped.
+    graph_key
+        The spatial graph (its ``obsp`` connectivities are the weights).
+    denoised_key
+        Key of the STAGATE outputs.
+
+    Returns
+    -------
+    A table indexed by gene with columns ``measured`` and ``denoised``; genes the model did
+    not use, and constant ones, get NaN.
     """
     conn = sp.csr_matrix(adata.obsp[_keys.graph_keys(adata, graph_key)[0]])
     genes = [g for g in genes if g in adata.var_names]
@@ -241,6 +267,15 @@ def attention_by_domain(adata: AnnData, *, domain_key: str = _keys.DOMAIN,
     its own domain, and ``expected_same``, the share of its neighbours in its domain (what
     uniform attention would give). At a domain's border (``expected_same < 1``) a difference
     shows the attention favouring its own domain; inside a domain both are 1.
+
+    Parameters
+    ----------
+    adata
+        With the attention ``obsp['{key}_attention']`` and the domains.
+    domain_key
+        obs column of the domains.
+    key
+        Key of the STAGATE outputs.
 
     Returns
     -------
