@@ -74,8 +74,10 @@ def test_killed_training_resumes_from_its_checkpoint_to_the_same_result(h5ad, re
     expected, _ = reference
     out, ckpt = tmp_path / "out", tmp_path / "ckpt.pt"
     cmd = command(h5ad, out, "--checkpoint", str(ckpt))
-    kill_after(cmd, 0.0, until=ckpt)  # killed right after the epoch-100 checkpoint
-    assert ckpt.exists()
+    # each voting run has its own file; killed right after run 0's epoch-100 checkpoint
+    first_run = tmp_path / "ckpt.run0.pt"
+    kill_after(cmd, 0.0, until=first_run)
+    assert first_run.exists()
     complete_or_absent(out)
     assert not (out / "summary.json").exists()
     res = subprocess.run(cmd, capture_output=True, text=True)

@@ -30,12 +30,13 @@ def test_loss_decreases(sim):
 
 
 def test_resume_from_checkpoint_equals_uninterrupted(sim, tmp_path):
+    # a constant learning rate (the paper's) may train on with a larger budget
     ckpt = tmp_path / "ckpt.pt"
-    full = fit(sim, n_epochs=20)
+    full = fit(sim, n_epochs=20, lr_schedule="constant")
     sg.STAGATE(device="cpu", show_progress=False, n_epochs=12, hidden_dim=64,
-               latent_dim=8).fit(sim, checkpoint=ckpt)
+               latent_dim=8, lr_schedule="constant").fit(sim, checkpoint=ckpt)
     resumed = sg.STAGATE(device="cpu", show_progress=False, n_epochs=20, hidden_dim=64,
-                         latent_dim=8).fit(sim, checkpoint=ckpt)
+                         latent_dim=8, lr_schedule="constant").fit(sim, checkpoint=ckpt)
     assert len(resumed.history_) == 20
     np.testing.assert_array_equal(full.history_, resumed.history_)
     np.testing.assert_array_equal(full.embedding_, resumed.embedding_)
