@@ -35,7 +35,8 @@ DEFAULT_METHODS = ["stagate_modern", "stagate_run_default", "banksy", "pca"]
 DATASETS = ["dlpfc_151673", "dlpfc_151676", "starmap_visual_cortex"]
 LABELS = {"stagate_run_default": "ours: stagate run (default recipe)",
           "stagate_run_paper": "ours: stagate run --recipe paper",
-          "stagate": "stagate (ours, 1000 epochs, API)", "stagate_modern": "original (stagate-modern)",
+          "stagate": "stagate (ours, 1000 epochs, API)",
+          "stagate_modern": "original (stagate-modern)",
           "banksy": "BANKSY", "pca": "PCA (non-spatial)"}
 
 

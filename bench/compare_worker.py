@@ -86,7 +86,8 @@ def input_file(name: str) -> Path:
     subset = DATASETS[name].get("subset")
     if not subset:
         return DATA / name / f"{name}.h5ad"
-    path = Path(os.environ.get("STAGATE_BENCH_INPUTS", "/tmp/stagate_bench_inputs")) / f"{name}.h5ad"
+    folder = Path(os.environ.get("STAGATE_BENCH_INPUTS", "/tmp/stagate_bench_inputs"))
+    path = folder / f"{name}.h5ad"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.h5ad")

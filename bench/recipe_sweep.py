@@ -55,7 +55,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     keep = Path(args.keep)
     keep.mkdir(parents=True, exist_ok=True)
-    machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+    machine = {"cpu": platform.processor() or platform.machine(),
+               "threads": torch.get_num_threads()}
     for ds in args.datasets:
         a = load(ds)
         st.pp.preprocess(a)

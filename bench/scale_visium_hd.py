@@ -30,7 +30,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-
 from compare import machine
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,8 +19,8 @@ except PackageNotFoundError:  # running from a source tree
 
 _SUBMODULES = ("cluster", "datasets", "io", "pl", "pp", "tl")
 
-__all__ = ["RECIPES", "STAGATE", "NotFittedError", "Recipe", "StagateInputError", "__version__", "cluster",
-           "datasets", "io", "pl", "pp", "set_verbosity", "tl"]
+__all__ = ["RECIPES", "STAGATE", "NotFittedError", "Recipe", "StagateInputError", "__version__",
+           "cluster", "datasets", "io", "pl", "pp", "set_verbosity", "tl"]
 
 
 def __getattr__(name: str):

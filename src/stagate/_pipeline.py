@@ -18,11 +18,11 @@ import scanpy as sc
 from anndata import AnnData
 
 from . import _keys, pl, pp, tl
+from ._defaults import CONVERGENCE_TOL, DEFAULT_RECIPE, resolve_training
 from ._logging import log
 from ._validation import StagateInputError, check_counts, check_n_domains, finite_or_none
 from .pp._sections import section_categories
 from .tl._metrics import annotated_mask
-from ._defaults import CONVERGENCE_TOL, DEFAULT_RECIPE, resolve_training
 
 #: obs column of the refined domains (``--refine``); the domains are ``obs[_keys.DOMAIN]``,
 #: the same name as :func:`stagate.tl.domains` and :func:`stagate.pl.domains` use
@@ -192,16 +192,17 @@ def add_downstream(adata: AnnData, graph_key: str) -> dict:
     return {
         "markers": {"n_genes_tested": int(len(genes)), "min_spots_detected": MARKER_MIN_SPOTS,
                     "test": "Wilcoxon rank-sum, one domain vs the rest, Benjamini-Hochberg",
-                    "top_per_domain": {str(r.domain): {"gene": r.gene,
-                                                        "log2_fold_change": round(float(r.log2_fold_change), 3),
-                                                        "p_value_adj": float(r.p_value_adj)}
-                                       for r in top[top["rank"] == 1].itertuples()}},
-        "morans_i_top_markers": {"genes": len(moran),
-                                 "measured_median": _round(moran["measured"].median()),
-                                 "denoised_median": _round(moran["denoised"].median()),
-                                 "first_markers": {g: {"measured": _round(moran.loc[g, "measured"]),
-                                                       "denoised": _round(moran.loc[g, "denoised"])}
-                                                   for g in tops if g in moran.index}},
+                    "top_per_domain": {
+                        str(r.domain): {"gene": r.gene,
+                                        "log2_fold_change": _round(r.log2_fold_change, 3),
+                                        "p_value_adj": float(r.p_value_adj)}
+                        for r in top[top["rank"] == 1].itertuples()}},
+        "morans_i_top_markers": {
+            "genes": len(moran), "measured_median": _round(moran["measured"].median()),
+            "denoised_median": _round(moran["denoised"].median()),
+            "first_markers": {g: {"measured": _round(moran.loc[g, "measured"]),
+                                  "denoised": _round(moran.loc[g, "denoised"])}
+                              for g in tops if g in moran.index}},
         "attention_at_borders": {
             "attention_same_domain": _round(np.average(per_domain["attention_same"],
                                                        weights=per_domain["n_border"])),

@@ -6,5 +6,6 @@ from ._graph_clustering import knn_graph_clusters
 from ._mclust import MclustResult, fit_mclust, mclust, mclust_bic
 from ._refine import majority_vote
 
-__all__ = ["MODELS", "MclustError", "MclustResult", "consensus_vote", "fit_mclust", "knn_graph_clusters",
-           "majority_vote", "match_labels", "mclust", "mclust_bic", "pairwise_agreement"]
+__all__ = ["MODELS", "MclustError", "MclustResult", "consensus_vote", "fit_mclust",
+           "knn_graph_clusters", "majority_vote", "match_labels", "mclust", "mclust_bic",
+           "pairwise_agreement"]

@@ -67,8 +67,9 @@ def _what_was_run(summary: dict) -> dict:
     recipe = summary.get("recipe", {})
     vote = summary.get("consensus", {})
     params = [("input", cfg.get("input_path", summary.get("input_path", "?"))),
-              ("format / coordinate unit", f"{summary.get('input', {}).get('format', '?')} / "
-                                           f"{summary.get('input', {}).get('coordinate_unit', '?')}"),
+              ("format / coordinate unit", "{} / {}".format(
+                  summary.get("input", {}).get("format", "?"),
+                  summary.get("input", {}).get("coordinate_unit", "?"))),
               ("spots x genes used by the model", f"{summary['n_spots']} x "
                                                   f"{summary['n_genes_used']}"),
               ("domains", summary["n_domains"]),

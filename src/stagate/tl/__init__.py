@@ -1,4 +1,5 @@
-"""Tools: train STAGATE, find domains, refine and score them."""
+"""Tools: train STAGATE, find domains (one run or a vote of several), refine and score them;
+after the domains: UMAP/PAGA, marker genes, Moran's I, attention by domain, denoising check."""
 
 from ._consensus import consensus_domains
 from ._denoise import evaluate_denoising
@@ -10,6 +11,5 @@ from ._sections import section_agreement, section_mixing
 from ._stagate import stagate
 
 __all__ = ["attention_by_domain", "consensus_domains", "domains", "embedding_umap",
-           "evaluate_denoising", "markers",
-           "morans_i", "paga_path", "refine_domains", "score_domains", "section_agreement", "section_mixing",
-           "stagate"]
+           "evaluate_denoising", "markers", "morans_i", "paga_path", "refine_domains",
+           "score_domains", "section_agreement", "section_mixing", "stagate"]

@@ -3,8 +3,9 @@
 Smoothing raises Moran's I whether or not it recovers biology, so Moran's I alone cannot tell.
 Here each count is split by binomial thinning into a training half and a test half (for
 Poisson counts the halves are independent draws of the same expression: the "molecular
-cross-validation" of Batson et al. 2019, "count splitting" of Neufeld et al. 2023). The model is trained on the training half only, and its
-reconstruction is compared with the untouched test half, against two references computed
+cross-validation" of Batson et al. 2019, "count splitting" of Neufeld et al. 2023). The
+model is trained on the training half only, and its reconstruction is compared with the
+untouched test half, against two references computed
 from the same training half: the measured values themselves, and a plain spatial smoothing
 (each spot's mean over itself and its spatial neighbours). A reconstruction that beats the
 smoothing predicts held-out expression better than averaging neighbours does.

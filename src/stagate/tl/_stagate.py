@@ -103,7 +103,8 @@ def stagate(
         ``params``, ``loss`` (per epoch), ``genes`` and ``train_seconds``.
     """
     model = STAGATE(
-        recipe=recipe, hidden_dim=hidden_dim, latent_dim=latent_dim, alpha=alpha, n_epochs=n_epochs, lr=lr,
+        recipe=recipe, hidden_dim=hidden_dim, latent_dim=latent_dim, alpha=alpha,
+        n_epochs=n_epochs, lr=lr,
         weight_decay=weight_decay, gradient_clip=gradient_clip, random_state=random_state,
         device=device, batch_size=batch_size, step_every=step_every, tol=tol,
         lr_schedule=lr_schedule, show_progress=show_progress,
