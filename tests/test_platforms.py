@@ -211,3 +211,45 @@ def test_zarr_input_says_what_to_do(tmp_path):
     store.mkdir()
     with pytest.raises(sg.StagateInputError, match="SpatialData"):
         sg.io.read(store)
+
+
+# spatialdata and its stack (ome-zarr, dask, xarray) warn about their own deprecations
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning",
+                            "ignore::UserWarning", "ignore::RuntimeWarning")
+def test_spatialdata_store_in_and_results_out(tmp_path, sim_raw):
+    sd = pytest.importorskip("spatialdata", reason="optional extra: pip install "
+                                                   "'stagate[spatialdata]'")
+    import geopandas as gpd
+    from shapely.geometry import Point
+    from spatialdata.models import ShapesModel, TableModel
+
+    xy = np.asarray(sim_raw.obsm["spatial"])
+    circles = gpd.GeoDataFrame({"radius": np.full(len(xy), 27.5)},
+                               geometry=[Point(x, y) for x, y in xy],
+                               index=pd.RangeIndex(len(xy)))
+    table = sim_raw.copy()
+    del table.obsm["spatial"]  # positions come from the shapes the table annotates
+    table.uns.pop("stagate_input", None)
+    table.uns.pop("simulation", None)
+    table.obs["spot_id"] = np.arange(table.n_obs)
+    table.obs["region"] = pd.Categorical(["spots"] * table.n_obs)
+    sdata = sd.SpatialData(shapes={"spots": ShapesModel.parse(circles)},
+                           tables={"table": TableModel.parse(table, region="spots",
+                                                             region_key="region",
+                                                             instance_key="spot_id")})
+    store = tmp_path / "data.zarr"
+    sdata.write(store)
+    a = sg.io.read(store)
+    np.testing.assert_allclose(a.obsm["spatial"], xy)
+    assert a.uns["stagate_input"]["format"] == "spatialdata"
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["run", str(store), "--n-domains", "4", "--epochs", "5",
+                                   "--runs", "1", "--quiet", "--no-umap", "--no-report",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    result = sd.read_zarr(out / "stagate.zarr")
+    t = result.tables["stagate"]
+    assert t.uns["spatialdata_attrs"]["region"] == "spots"
+    assert t.n_obs == sim_raw.n_obs and "domain" in t.obs and "STAGATE" in t.obsm
+    assert "spots" in result.shapes
+    assert list(sd.read_zarr(store).tables) == ["table"]  # the input store is unchanged

@@ -538,8 +538,8 @@ def nonspatial_ari(adata: AnnData, cfg: PipelineConfig) -> float:
 
 
 #: every file a run writes into --out; --force replaces them as a whole
-OUTPUT_FILES = ("stagate.h5ad", "domains.png", "domains_3d.png", "umap.png", "markers.csv",
-                "report.html", "summary.json")
+OUTPUT_FILES = ("stagate.h5ad", "stagate.zarr", "domains.png", "domains_3d.png", "umap.png",
+                "markers.csv", "report.html", "summary.json")
 
 
 def claim_output_folder(out: Path, *, force: bool = False):
@@ -626,6 +626,10 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
             ax = pl.umap(adata, color=_keys.DOMAIN, basis=f"{_keys.EMBEDDING}_umap", paga=True)
             ax.figure.savefig(tmp / "umap.png", dpi=150, bbox_inches="tight")
             plt.close(ax.figure)
+        if adata.uns.get("stagate_input", {}).get("format") == "spatialdata":
+            from .io import write_spatialdata_results
+
+            write_spatialdata_results(adata, tmp / "stagate.zarr")
         markers = f"{_keys.DOMAIN}_markers_table"
         if markers in adata.uns:
             pd.DataFrame(adata.uns[markers]).to_csv(tmp / "markers.csv", index=False)
@@ -639,9 +643,11 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
         out.mkdir(exist_ok=True)
         written = {f.name for f in tmp.iterdir()}
-        for name in names:  # stale results of an earlier run (only reached with --force)
-            if name not in written and (out / name).exists():
-                (out / name).unlink()
+        for name in names:  # results of an earlier run (only reached with --force)
+            if (out / name).is_dir() and name in written:
+                shutil.rmtree(out / name)  # a folder (stagate.zarr) is not replaced in place
+            elif name not in written and (out / name).exists():
+                _remove(out / name)
         for name in sorted(written, key=lambda n: n == "summary.json"):  # summary last
             os.replace(tmp / name, out / name)
     except OSError as err:  # disk full, quota, read-only file system...
@@ -654,6 +660,13 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
     log.info("wrote %s", ", ".join(str(out / n) for n in names if (out / n).exists()))
 
 
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _h5ad_safe(adata: AnnData) -> AnnData:

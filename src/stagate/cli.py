@@ -207,8 +207,8 @@ def _batch_size(value: str):
 @click.argument("input_paths", metavar="INPUT...", nargs=-1, required=True,
                 type=click.Path(exists=True, path_type=Path))
 @click.option("--format", "input_format",
-              type=click.Choice(["auto", "h5ad", "visium", "visium_hd", "xenium", "merscope",
-                                 "cosmx", "slideseq", "stereoseq", "imaging"]),
+              type=click.Choice(["auto", "h5ad", "spatialdata", "visium", "visium_hd", "xenium",
+                                 "merscope", "cosmx", "slideseq", "stereoseq", "imaging"]),
               default="auto", show_default=True,
               help="Input format; auto detects it from what INPUT is (file or folder).")
 @click.option("--coords", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -217,6 +217,9 @@ def _batch_size(value: str):
 @click.option("--bin-size", type=click.IntRange(min=1), default=None,
               help="Stereo-seq GEM: bin size in DNBs (default 50); Visium HD: bin size in um, "
                    "2, 8 or 16 (default 8).")
+@click.option("--table", "table", default=None,
+              help="SpatialData store: the table to analyse (when it holds several); the "
+                   "results are written to OUT/stagate.zarr as a table on the same region.")
 @click.option("--x-col", default=None, help="Column of the x coordinate, if not 'x'.")
 @click.option("--y-col", default=None, help="Column of the y coordinate, if not 'y'.")
 @click.option("--n-domains", type=click.IntRange(min=2), required=True,
@@ -228,7 +231,7 @@ def _batch_size(value: str):
 @_shared_options
 def run(input_paths: tuple[Path, ...], n_domains: int, label_key: str | None,
         input_format: str, coords: Path | None, bin_size: int, x_col: str | None,
-        y_col: str | None, **opts) -> None:
+        y_col: str | None, table: str | None, **opts) -> None:
     """Find spatial domains in INPUT: an .h5ad (raw counts in X or layers['counts'],
     coordinates in obsm['spatial']), a Space Ranger folder, a Stereo-seq GEM file, or a
     Slide-seq / imaging count matrix with its coordinates table.
@@ -246,7 +249,7 @@ def run(input_paths: tuple[Path, ...], n_domains: int, label_key: str | None,
     with _claim(opts) as lock:  # fail now, not after training
         t = time.perf_counter()
         reads = [io.read(p, input_format, coordinates=coords, bin_size=bin_size, x_col=x_col,
-                         y_col=y_col) for p in input_paths]
+                         y_col=y_col, table=table) for p in input_paths]
         if len(reads) == 1:
             adata = reads[0]
         else:

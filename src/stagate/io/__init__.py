@@ -26,12 +26,13 @@ from ._platforms import (
     read_xenium,
 )
 from ._sections import concat_sections
+from ._spatialdata import is_spatialdata_store, read_spatialdata, write_spatialdata_results
 from ._stereoseq import is_gem_file, read_stereoseq_gem
 from ._tables import has_bead_locations, read_imaging, read_slideseq
 from ._visium import is_visium_folder, read_visium
 
-FORMATS = ("auto", "h5ad", "visium", "visium_hd", "xenium", "merscope", "cosmx", "slideseq",
-           "stereoseq", "imaging")
+FORMATS = ("auto", "h5ad", "spatialdata", "visium", "visium_hd", "xenium", "merscope", "cosmx",
+           "slideseq", "stereoseq", "imaging")
 #: Stereo-seq GEM bins (DNBs) and Visium HD bins (um) when --bin-size is not given
 DEFAULT_BIN = {"stereoseq": 50, "visium_hd": 8}
 
@@ -41,9 +42,8 @@ def detect_format(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
         fail(path, "does not exist.")
-    if path.name.lower().rstrip("/").endswith(".zarr"):
-        fail(path, "SpatialData (.zarr) stores are not read yet; write the table to .h5ad "
-                   "(sdata.tables[NAME].write_h5ad) and pass that.")
+    if is_spatialdata_store(path):
+        return "spatialdata"
     if path.is_dir():
         if is_visium_hd_folder(path):
             return "visium_hd"
@@ -69,8 +69,8 @@ def detect_format(path: str | Path) -> str:
 
 
 def read(path: str | Path, format: str = "auto", *, coordinates: str | Path | None = None,
-         bin_size: int | None = None, x_col: str | None = None, y_col: str | None = None
-         ) -> AnnData:
+         bin_size: int | None = None, x_col: str | None = None, y_col: str | None = None,
+         table: str | None = None) -> AnnData:
     """Read spatial data in any supported format (``format="auto"`` detects it).
 
     Parameters
@@ -89,6 +89,8 @@ def read(path: str | Path, format: str = "auto", *, coordinates: str | Path | No
         analysis). Visium HD: 2, 8 (default) or 16 um.
     x_col, y_col
         Coordinate columns (h5ad ``obs`` or the coordinates table), when not ``x``/``y``.
+    table
+        SpatialData store: the table to read (when it holds several).
 
     Returns
     -------
@@ -104,6 +106,8 @@ def read(path: str | Path, format: str = "auto", *, coordinates: str | Path | No
             fail(path, f"--bin-size {bin_size} is not a Visium HD bin size; use 2, 8 or 16 "
                        f"(um).")
         return read_visium_hd(path, bin_size=bin_size)
+    if fmt == "spatialdata":
+        return read_spatialdata(path, table)
     if fmt == "xenium":
         return read_xenium(path)
     if fmt == "merscope":
@@ -122,5 +126,6 @@ def read(path: str | Path, format: str = "auto", *, coordinates: str | Path | No
 
 
 __all__ = ["FORMATS", "INPUT_KEY", "concat_sections", "detect_format", "read", "read_cosmx",
-           "read_h5ad", "read_imaging", "read_merscope", "read_slideseq", "read_stereoseq_gem",
-           "read_visium", "read_visium_hd", "read_xenium"]
+           "read_h5ad", "read_imaging", "read_merscope", "read_slideseq", "read_spatialdata",
+           "read_stereoseq_gem", "read_visium", "read_visium_hd", "read_xenium",
+           "write_spatialdata_results"]
