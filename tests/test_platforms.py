@@ -62,6 +62,9 @@ def make_visium_hd(outs, sizes=(2, 8, 16), n_side=10):
             "spot_diameter_fullres": px, "bin_size_um": float(size),
             "microns_per_pixel": um_per_px, "tissue_hires_scalef": 0.1,
             "tissue_lowres_scalef": 0.01}))
+        from matplotlib.image import imsave
+
+        imsave(folder / "spatial" / "tissue_hires_image.png", np.zeros((60, 80, 3)))
     return outs
 
 
@@ -79,6 +82,10 @@ def test_visium_hd_bins_in_micrometres(tmp_path):
     np.testing.assert_allclose(np.diff(np.unique(np.round(two.obsm["spatial"][:, 1], 6))), 2.0)
     one_folder = sg.io.read(outs / "binned_outputs" / "square_016um")
     assert one_folder.uns["stagate_input"]["bin_size_um"] == 16
+    # the H&E image, with a scale factor from micrometres (the coordinates) to its pixels
+    (lib,) = a.uns["spatial"].values()
+    assert lib["images"]["hires"].shape[:2] == (60, 80)
+    assert lib["scalefactors"]["tissue_hires_scalef"] == pytest.approx(0.1 / 0.2737)
 
 
 def test_visium_hd_bad_bin_size_and_missing_folder(tmp_path):

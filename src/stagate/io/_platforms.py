@@ -28,6 +28,7 @@ from ._common import (
     require,
     unique_ids,
 )
+from ._visium import tissue_images
 
 #: names of features that are not genes (10x Xenium, Vizgen, NanoString conventions)
 CONTROL_PATTERN = re.compile(
@@ -164,6 +165,15 @@ def read_visium_hd(path: str | Path, *, bin_size: int = 8) -> AnnData:
     if not keep.all():
         adata = adata[keep].copy()
     size = int(re.search(r"(\d+)um", folder.name).group(1))
+    # images as for Visium; their scale factors map micrometres (our coordinates) to image
+    # pixels, so plots draw the domains over the H&E in place
+    library_id = path.name if folder is not path else folder.parent.parent.name or folder.name
+    scaled = {k: (v / um_per_px if k.startswith("tissue_") and k.endswith("_scalef") else v)
+              for k, v in scalefactors.items()}
+    adata.uns["spatial"] = {library_id: {
+        "images": tissue_images(spatial, folder), "scalefactors": scaled,
+        "metadata": {"source": str(folder), "coordinates": "um",
+                     "scalefactors_fullres_px": scalefactors}}}
     log.info("Visium HD: %d bins of %d um", adata.n_obs, size)
     return record_input(adata, fmt="visium_hd", source=folder, unit="um", um_per_unit=1.0,
                         bin_size_um=size, microns_per_pixel=um_per_px)

@@ -92,23 +92,29 @@ def read_visium(path: str | Path, *, count_file: str | None = None, in_tissue_on
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         fail(scale_file, f"unreadable scale factors ({type(err).__name__}: {err}).")
     library_id = library_id or path.name
-    images = {}
-    if load_images:
-        for res in ("hires", "lowres"):
-            img = spatial / f"tissue_{res}_image.png"
-            if img.exists():
-                try:
-                    images[res] = imread(str(img))
-                except (OSError, ValueError, SyntaxError) as err:  # damaged or not a PNG
-                    log.warning("%s: the %s image %s cannot be read (%s); plots will lack it",
-                                path, res, img.name, err)
-            else:
-                log.warning("%s: no %s image (%s); plots will lack it", path, res, img.name)
+    images = tissue_images(spatial, path) if load_images else {}
     adata.uns["spatial"] = {library_id: {
         "images": images, "scalefactors": scalefactors,
         "metadata": {"source": str(path), "count_file": counts.name}}}
     return record_input(adata, fmt="visium", source=path, unit="px (full resolution)",
                         um_per_unit=_SPOT_DIAMETER_UM / diameter, library_id=library_id)
+
+
+def tissue_images(spatial: Path, path: Path) -> dict:
+    """The hires and lowres tissue images of a Space Ranger ``spatial/`` folder (those
+    present and readable; a missing or damaged one is logged, plots then lack it)."""
+    images = {}
+    for res in ("hires", "lowres"):
+        img = spatial / f"tissue_{res}_image.png"
+        if img.exists():
+            try:
+                images[res] = imread(str(img))
+            except (OSError, ValueError, SyntaxError) as err:  # damaged or not a PNG
+                log.warning("%s: the %s image %s cannot be read (%s); plots will lack it",
+                            path, res, img.name, err)
+        else:
+            log.warning("%s: no %s image (%s); plots will lack it", path, res, img.name)
+    return images
 
 
 def _count_file(path: Path, count_file: str | None) -> Path:
