@@ -76,7 +76,7 @@ class STAGATEModule(nn.Module):
     n_genes
         Input width G.
     hidden_dim
-        Width of the attention layer (512 in the paper).
+        Width of the attention layer (512 in the paper; the recipes set it).
     latent_dim
         Width of the embedding (30 in the paper).
     alpha_mix
@@ -84,7 +84,7 @@ class STAGATEModule(nn.Module):
     """
 
     def __init__(
-        self, n_genes: int, hidden_dim: int = 512, latent_dim: int = 30, alpha_mix: float = 0.0
+        self, n_genes: int, hidden_dim: int, latent_dim: int, alpha_mix: float = 0.0
     ) -> None:
         super().__init__()
         self.n_genes, self.hidden_dim, self.latent_dim = n_genes, hidden_dim, latent_dim

@@ -24,10 +24,10 @@ def train_loop(
     batches: Sequence[Batch],
     *,
     n_values: int,
-    n_epochs: int = 1000,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    gradient_clip: float = 5.0,
+    n_epochs: int,
+    lr: float,
+    weight_decay: float,
+    gradient_clip: float,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
     show_progress: bool = True,
@@ -38,6 +38,9 @@ def train_loop(
     lr_schedule: str = "constant",
 ) -> list[float]:
     """Train `module` in place and return the loss per epoch.
+
+    The training settings have no defaults here: they come from the recipe
+    (:data:`stagate.RECIPES`) through :class:`stagate.STAGATE`.
 
     The loss is the mean squared reconstruction error over all ``n_values`` = N x G entries
     (the PyG original's ``mse_loss``); each batch contributes its seed rows' share, so the
