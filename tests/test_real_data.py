@@ -97,3 +97,18 @@ def test_starmap_with_coincident_centroids_runs_end_to_end(tmp_path, caplog):
                                    "--quiet", "--no-umap", "--out", str(tmp_path / "o2")])
     assert res.exit_code == 1 and "repeat another spot exactly" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "o2").exists()
+
+
+def test_dlpfc_white_matter_markers_are_the_myelin_genes():
+    """Markers of the annotated layers, every gene tested: white matter's top genes are the
+    myelin genes (MBP, MOBP, PLP1 by their Ensembl IDs in this file), p adjusted by BH."""
+    a = ad.read_h5ad(data_file("dlpfc_151673"))
+    a = a[a.obs["layer"].notna().to_numpy()].copy()
+    sg.pp.preprocess(a, subset=False)
+    a.obs["domain"] = a.obs["layer"].astype(str).astype("category")
+    table = sg.tl.markers(a)
+    assert table.gene.nunique() == a.n_vars  # all genes, not only the 3,000 HVGs
+    wm = table[(table.domain == "WM") & (table["rank"] <= 10)]
+    myelin = {"ENSG00000197971", "ENSG00000168314", "ENSG00000123560"}  # MBP, MOBP, PLP1
+    assert myelin <= set(wm.gene)
+    assert (wm[wm.gene.isin(myelin)].p_value_adj < 1e-50).all()
