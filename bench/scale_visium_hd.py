@@ -31,16 +31,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from compare import machine
+from scale import CHILD  # the timed `stagate` process, as bench/scale.py runs it
 
 ROOT = Path(__file__).resolve().parents[1]
-CHILD = """
-import json, resource, sys, time
-from stagate.cli import cli
-t0 = time.perf_counter()
-cli(sys.argv[1:], standalone_mode=False)
-print("SCALE_RESULT " + json.dumps({"wall_s": time.perf_counter() - t0,
-      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}))
-"""
 UM_PER_PX = 0.2737
 
 

@@ -31,20 +31,21 @@ def counts_and_grid(n_side=12, n_genes=40, seed=0):
     return counts, row, col, barcodes, genes
 
 
-def write_10x_h5(path, counts, barcodes, genes):
-    """Cell Ranger/Space Ranger v3 feature-barcode HDF5 (matrix stored genes x barcodes, CSC)."""
+def write_10x_h5(path, counts, barcodes, genes, types=None):
+    """Cell Ranger/Space Ranger v3 feature-barcode HDF5 (matrix stored genes x barcodes, CSC);
+    `types` gives each feature's type (default: all "Gene Expression")."""
     m = sp.csc_matrix(counts.T)
     with h5py.File(path, "w") as f:
         g = f.create_group("matrix")
-        g["barcodes"] = barcodes.astype("S")
+        g["barcodes"] = np.asarray(barcodes).astype("S")
         g["data"] = m.data.astype(np.int32)
         g["indices"] = m.indices.astype(np.int64)
         g["indptr"] = m.indptr.astype(np.int64)
         g["shape"] = np.array(m.shape, dtype=np.int32)
         feats = g.create_group("features")
         feats["id"] = np.array([f"ENSG{i:05d}" for i in range(len(genes))]).astype("S")
-        feats["name"] = genes.astype("S")
-        feats["feature_type"] = np.array(["Gene Expression"] * len(genes)).astype("S")
+        feats["name"] = np.asarray(genes).astype("S")
+        feats["feature_type"] = np.array(types or ["Gene Expression"] * len(genes)).astype("S")
         feats["genome"] = np.array(["GRCh38"] * len(genes)).astype("S")
         feats["_all_tag_keys"] = np.array([b"genome"])
 

@@ -5,35 +5,17 @@ from __future__ import annotations
 
 import json
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 from click.testing import CliRunner
 
 import stagate as sg
 from stagate.cli import cli
 
+from .test_io import write_10x_h5
+
 pytest.importorskip("pyarrow")
-
-
-def write_10x_h5(path, counts, barcodes, names, types):
-    """10x feature-barcode HDF5 (genes x barcodes CSC) with per-feature types."""
-    m = sp.csc_matrix(counts.T)
-    with h5py.File(path, "w") as f:
-        g = f.create_group("matrix")
-        g["barcodes"] = np.asarray(barcodes).astype("S")
-        g["data"] = m.data.astype(np.int32)
-        g["indices"] = m.indices.astype(np.int64)
-        g["indptr"] = m.indptr.astype(np.int64)
-        g["shape"] = np.array(m.shape, dtype=np.int32)
-        feats = g.create_group("features")
-        feats["id"] = np.array([f"F{i:05d}" for i in range(len(names))]).astype("S")
-        feats["name"] = np.asarray(names).astype("S")
-        feats["feature_type"] = np.asarray(types).astype("S")
-        feats["genome"] = np.array(["GRCh38"] * len(names)).astype("S")
-        feats["_all_tag_keys"] = np.array([b"genome"])
 
 
 def _counts(n, g, seed=0):

@@ -22,6 +22,7 @@ from ._defaults import CONVERGENCE_TOL, DEFAULT_RECIPE, resolve_training
 from ._logging import log
 from ._validation import StagateInputError, check_counts, check_n_domains, finite_or_none
 from .pp._sections import section_categories
+from .tl._consensus import checkpoint_beside
 from .tl._metrics import annotated_mask
 
 #: obs column of the refined domains (``--refine``); the domains are ``obs[_keys.DOMAIN]``,
@@ -408,9 +409,7 @@ def _fit_separately(adata: AnnData, section_key: str, cfg: PipelineConfig, kwds:
     for name in order:
         rows = np.flatnonzero((adata.obs[section_key] == name).to_numpy())
         sub = adata[rows].copy()
-        ckpt = (None if cfg.checkpoint is None else
-                Path(cfg.checkpoint).with_name(f"{Path(cfg.checkpoint).stem}.{name}"
-                                               f"{Path(cfg.checkpoint).suffix}"))
+        ckpt = checkpoint_beside(cfg.checkpoint, name)
         log.info("section %s: training its own model on %d spots", name, sub.n_obs)
         if consensus is None:
             tl.stagate(sub, graph_key=_keys.GRAPH, checkpoint=ckpt, **kwds)

@@ -68,20 +68,26 @@ def read_count_matrix(path: Path) -> AnnData:
             df = read_table(path, index_col=0)
             if str(df.index.name).upper() == "GENE":
                 df = df.T
-            unique_ids(pd.Index(df.index.astype(str)), path, "spot/cell ids")
-            missing = df.isna().any(axis=1)
-            if missing.any():
-                fail(path, f"{int(missing.sum())} row(s) have missing values (e.g. "
-                     f"{str(df.index[missing.to_numpy()][0])!r}): is the file truncated? "
-                     f"Fill empty counts with 0 or remove those rows.")
-            adata = AnnData(sp.csr_matrix(_numeric_counts(df, path)),
-                            obs=pd.DataFrame(index=df.index.astype(str)),
-                            var=pd.DataFrame(index=df.columns.astype(str)))
+            adata = counts_from_table(df, path)
     except StagateInputError:
         raise
     except (OSError, KeyError, ValueError) as err:
         fail(path, f"could not read a count matrix: {type(err).__name__}: {err}")
     return adata
+
+
+def counts_from_table(df: pd.DataFrame, path: Path, what: str = "spot/cell ids") -> AnnData:
+    """A cells x genes table (index: the ids, columns: genes) as sparse counts; refuses
+    duplicated ids, rows with missing values (a truncated file) and non-numeric counts."""
+    unique_ids(pd.Index(df.index.astype(str)), path, what)
+    missing = df.isna().any(axis=1)
+    if missing.any():
+        fail(path, f"{int(missing.sum())} row(s) have missing values (e.g. "
+             f"{str(df.index[missing.to_numpy()][0])!r}): is the file truncated? "
+             f"Fill empty counts with 0 or remove those rows.")
+    return AnnData(sp.csr_matrix(_numeric_counts(df, path)),
+                   obs=pd.DataFrame(index=df.index.astype(str)),
+                   var=pd.DataFrame(index=df.columns.astype(str)))
 
 
 def _numeric_counts(df: pd.DataFrame, path: Path) -> np.ndarray:

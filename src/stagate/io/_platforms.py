@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from anndata import AnnData
 
 from .._logging import log
 from ._common import (
     check_count_matrix,
+    coordinates_from_table,
+    counts_from_table,
     fail,
     read_count_matrix,
     read_table,
@@ -85,13 +86,9 @@ def _match(adata: AnnData, table: pd.DataFrame, id_col: str, table_path: Path,
 
 
 def _xy(table: pd.DataFrame, cols: tuple[str, str], path: Path) -> np.ndarray:
-    absent = [c for c in cols if c not in table]
-    if absent:
-        fail(path, f"no {absent} column(s) for the coordinates (has {list(table.columns)[:8]}).")
-    xy = table[list(cols)].to_numpy(dtype=np.float64)
-    if not np.isfinite(xy).all():
-        fail(path, "missing (NaN) or infinite coordinates.")
-    return xy
+    """The coordinate columns of a table already aligned to the cells, checked (present,
+    numeric, finite) by the readers' shared coordinates_from_table."""
+    return coordinates_from_table(table, path, list(cols)).to_numpy(dtype=np.float64)
 
 
 # -- 10x Visium HD ----------------------------------------------------------------------------
@@ -237,15 +234,7 @@ def read_merscope(path: str | Path) -> AnnData:
     path = Path(path)
     counts_path = _one(path, "*cell_by_gene*.csv*", "the cell-by-gene table")
     meta_path = _one(path, "*cell_metadata*.csv*", "the cell metadata table")
-    table = read_table(counts_path, index_col=0)
-    table.index = table.index.astype(str)
-    unique_ids(table.index, counts_path, "cell ids")
-    values = table.apply(pd.to_numeric, errors="coerce")
-    if values.isna().any().any():
-        bad = values.columns[values.isna().any()][:3].tolist()
-        fail(counts_path, f"non-numeric counts in columns {bad}.")
-    adata = AnnData(sp.csr_matrix(values.to_numpy(dtype=np.float32)),
-                    obs=pd.DataFrame(index=table.index), var=pd.DataFrame(index=table.columns))
+    adata = counts_from_table(read_table(counts_path, index_col=0), counts_path, "cell ids")
     check_count_matrix(adata, counts_path)
     adata = drop_controls(adata, counts_path)
     meta = read_table(meta_path)
@@ -278,15 +267,9 @@ def read_cosmx(path: str | Path) -> AnnData:
         if col not in expr:
             fail(expr_path, f"no {col!r} column (has {list(expr.columns)[:6]}).")
     expr = expr[expr["cell_ID"] != 0]
-    ids = expr["fov"].astype(str) + "_" + expr["cell_ID"].astype(str)
-    values = expr.drop(columns=["fov", "cell_ID"]).apply(pd.to_numeric, errors="coerce")
-    if values.isna().any().any():
-        bad = values.columns[values.isna().any()][:3].tolist()
-        fail(expr_path, f"non-numeric counts in columns {bad}.")
-    adata = AnnData(sp.csr_matrix(values.to_numpy(dtype=np.float32)),
-                    obs=pd.DataFrame(index=pd.Index(ids.to_numpy(), dtype=str)),
-                    var=pd.DataFrame(index=values.columns.astype(str)))
-    unique_ids(adata.obs_names, expr_path, "cells (fov, cell_ID)")
+    expr.index = expr["fov"].astype(str) + "_" + expr["cell_ID"].astype(str)
+    adata = counts_from_table(expr.drop(columns=["fov", "cell_ID"]), expr_path,
+                              "cells (fov, cell_ID)")
     check_count_matrix(adata, expr_path)
     adata = drop_controls(adata, expr_path)
     meta = read_table(meta_path)

@@ -41,12 +41,18 @@ def run_seeds(random_state: int, n_runs: int) -> list[int]:
     return [int(s) % (2**31 - 1) for s in state]
 
 
-def run_checkpoint(checkpoint: str | os.PathLike | None, run: int) -> Path | None:
-    """Run `run`'s own checkpoint file beside `checkpoint` (``ckpt.pt`` -> ``ckpt.run2.pt``)."""
+def checkpoint_beside(checkpoint: str | os.PathLike | None, tag: str) -> Path | None:
+    """A checkpoint file of its own beside `checkpoint`, for one part of a run (a section,
+    a voting run): ``ckpt.pt`` -> ``ckpt.{tag}.pt``; None stays None."""
     if checkpoint is None:
         return None
     path = Path(checkpoint)
-    return path.with_name(f"{path.stem}.run{run}{path.suffix}")
+    return path.with_name(f"{path.stem}.{tag}{path.suffix}")
+
+
+def run_checkpoint(checkpoint: str | os.PathLike | None, run: int) -> Path | None:
+    """Run `run`'s own checkpoint file beside `checkpoint` (``ckpt.pt`` -> ``ckpt.run2.pt``)."""
+    return checkpoint_beside(checkpoint, f"run{run}")
 
 
 @doc_params(adata=DOC_ADATA, copy=DOC_COPY)

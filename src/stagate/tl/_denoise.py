@@ -22,6 +22,7 @@ from .. import _keys
 from .._docs import DOC_ADATA, doc_params
 from .._logging import log
 from .._validation import StagateInputError, check_counts
+from ..pp._preprocess import log_normalise
 
 
 def thin_counts(counts, fraction: float, rng: np.random.Generator):
@@ -37,12 +38,6 @@ def thin_counts(counts, fraction: float, rng: np.random.Generator):
     a.eliminate_zeros()
     b.eliminate_zeros()
     return a, b
-
-
-def _log_normalise(counts: sp.csr_matrix, target_sum: float = 1e4) -> np.ndarray:
-    totals = np.asarray(counts.sum(1)).ravel()
-    totals[totals == 0] = 1
-    return np.log1p(sp.diags(target_sum / totals) @ counts).toarray()
 
 
 def _columnwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -124,7 +119,10 @@ def evaluate_denoising(
     from ._downstream import denoised_matrix
 
     denoised = denoised_matrix(train, genes).astype(np.float64)
-    test = _log_normalise(test_counts[keep])[:, adata.var_names.get_indexer(genes)]
+    test_half = test_counts[keep][:, adata.var_names.get_indexer(genes)]
+    # the same normalisation as the training half (totals over every gene, then log1p)
+    test = log_normalise(test_half, np.asarray(test_counts[keep].sum(1)).ravel(),
+                         1e4).toarray().astype(np.float64)
     per_gene = pd.DataFrame({
         "measured": _columnwise_pearson(measured, test),
         "smoothed": _columnwise_pearson(smoothed, test),
