@@ -116,3 +116,16 @@ def test_evaluate_denoising_reports_three_predictors(sim_raw):
     assert 0 <= summary["denoised_beats_smoothed"] <= 1
     with pytest.raises(sg.StagateInputError, match="between 0 and 1"):
         sg.tl.evaluate_denoising(sim_raw, fraction=1.0)
+
+
+def test_genes_plot_says_when_a_gene_has_no_reconstruction(sim_raw):
+    a = sim_raw.copy()
+    sg.pp.preprocess(a, n_top_genes=50, subset=False)  # ReX only for the 50 model genes
+    sg.pp.spatial_network(a)
+    sg.tl.stagate(a, n_epochs=3, hidden_dim=8, latent_dim=3, show_progress=False,
+                  device="cpu")
+    other = a.var_names[~a.var["highly_variable"].to_numpy()][0]
+    axes = sg.pl.genes(a, [other])
+    texts = [t.get_text() for t in axes[1, 0].texts]
+    assert any("not a model gene" in t for t in texts)
+    assert len(axes[0, 0].figure.axes) == 3  # two maps, one colour bar (measured only)

@@ -294,10 +294,16 @@ def genes(
         for i, (v, what) in enumerate([(measured, "log-normalised"),
                                         (denoised[:, j], "STAGATE denoised")]):
             ax = axes[i, j]
-            dots = ax.scatter(xy[:, 0], xy[:, 1], c=v, s=_spot_size(len(xy)), cmap=cmap,
-                              linewidths=0, rasterized=len(xy) > _RASTERISE_ABOVE)
-            fig.colorbar(dots, ax=ax, shrink=0.7, label="expression")
-            ax.set_title(f"{name} ({what})")
+            ax.set_title(f"{name}\n{what}", fontsize="medium")
+            if np.isnan(v).all():  # a gene the model did not use has no reconstruction
+                ax.scatter(xy[:, 0], xy[:, 1], s=_spot_size(len(xy)), color="lightgrey",
+                           linewidths=0, rasterized=len(xy) > _RASTERISE_ABOVE)
+                ax.text(0.5, 0.5, "not a model gene:\nno denoised values", ha="center",
+                        va="center", transform=ax.transAxes, fontsize="small")
+            else:
+                dots = ax.scatter(xy[:, 0], xy[:, 1], c=v, s=_spot_size(len(xy)), cmap=cmap,
+                                  linewidths=0, rasterized=len(xy) > _RASTERISE_ABOVE)
+                fig.colorbar(dots, ax=ax, shrink=0.7, label="expression")
             ax.set_aspect("equal")
             ax.invert_yaxis()
             ax.set_xticks([])
