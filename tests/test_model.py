@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pytest
 
@@ -73,13 +74,26 @@ def test_cell_type_aware_module(sim):
     np.testing.assert_allclose(np.asarray(att.sum(axis=1)).ravel(), 1, rtol=1e-5)
 
 
-def test_subset_genes_reconstruction_goes_to_obsm(sim_raw):
+def test_subset_genes_reconstruction_goes_to_obsm(sim_raw, tmp_path):
     a = sim_raw.copy()
     sg.pp.preprocess(a, n_top_genes=50, subset=False)
     sg.pp.spatial_network(a)
     sg.tl.stagate(a, n_epochs=2, hidden_dim=16, latent_dim=4, show_progress=False, device="cpu")
     assert a.obsm["STAGATE_ReX"].shape == (a.n_obs, 50)
     assert "STAGATE_ReX" not in a.layers
+    # columns are the model genes, in uns order; denoised_matrix picks them by name
+    genes = list(a.uns["STAGATE"]["genes"])
+    assert genes == list(a.var_names[a.var["highly_variable"]])
+    other = a.var_names[~a.var["highly_variable"].to_numpy()][0]
+    picked = sg.tl.denoised_matrix(a, [genes[7], other, genes[0]])
+    np.testing.assert_array_equal(picked[:, 0], a.obsm["STAGATE_ReX"][:, 7])
+    np.testing.assert_array_equal(picked[:, 2], a.obsm["STAGATE_ReX"][:, 0])
+    assert np.isnan(picked[:, 1]).all()
+    # and it survives the h5ad round trip as a plain array (one dataset, not one per gene)
+    path = tmp_path / "a.h5ad"
+    a.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    np.testing.assert_array_equal(sg.tl.denoised_matrix(back, [genes[7]])[:, 0], picked[:, 0])
 
 
 def test_save_load_transform(sim, tmp_path):

