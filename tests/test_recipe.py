@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from sklearn.metrics import adjusted_rand_score
 
@@ -15,6 +16,7 @@ from stagate.cli import cli
 from stagate.cluster._consensus import consensus_vote, match_labels
 from stagate.tl._consensus import run_checkpoint, run_seeds
 from stagate.train._loop import learning_rate
+from stagate.train._workers import can_fork, cpu_cores
 
 SMALL = {"hidden_dim": 32, "latent_dim": 6, "device": "cpu", "show_progress": False}
 
@@ -165,3 +167,65 @@ def test_consensus_runs_go_through_minibatches(sim):
                                 **SMALL)
     assert a.uns["STAGATE"]["params"]["batch_size_used"] == 150
     assert a.obsm["domain_runs"].shape == (sim.n_obs, 2)
+
+
+# -- voting runs side by side in worker processes -----------------------------------------------
+needs_fork = pytest.mark.skipif(not can_fork() or cpu_cores() < 2,
+                                reason="worker processes need Linux (fork) and 2+ cores")
+
+
+@needs_fork
+def test_runs_in_workers_give_the_same_domains_as_one_after_another(sim):
+    """Each run is the same computation wherever it trains; on data this small every torch
+    operation is single-threaded anyway, so the results are equal to the last bit."""
+    kw = SMALL | {"n_epochs": 25, "n_runs": 3, "random_state": 5}
+    here = sg.tl.consensus_domains(sim, 4, copy=True, n_jobs=1, **kw)
+    two = sg.tl.consensus_domains(sim, 4, copy=True, n_jobs=2, **kw)
+    three = sg.tl.consensus_domains(sim, 4, copy=True, n_jobs=3, **kw)
+    assert here.uns["domain"]["consensus"]["workers"] == 1
+    assert two.uns["domain"]["consensus"]["workers"] == 2  # 2 runs in workers, 1 here
+    assert three.uns["domain"]["consensus"]["workers"] == 3
+    for other in (two, three):
+        np.testing.assert_array_equal(here.obsm["domain_runs"], other.obsm["domain_runs"])
+        np.testing.assert_array_equal(here.obsm["STAGATE"], other.obsm["STAGATE"])
+        np.testing.assert_array_equal(here.uns["STAGATE"]["runs"]["final_loss"],
+                                      other.uns["STAGATE"]["runs"]["final_loss"])
+
+
+@needs_fork
+def test_an_error_in_a_worker_run_reaches_the_caller(sim):
+    with pytest.raises(sg.StagateInputError, match="diverged"):
+        sg.tl.consensus_domains(sim, 4, n_runs=2, n_jobs=2, n_epochs=3, lr=1e30, copy=True,
+                                **SMALL)
+
+
+@needs_fork
+def test_workers_resume_their_runs_checkpoints(sim, tmp_path):
+    kw = SMALL | {"n_epochs": 12, "n_runs": 2, "n_jobs": 2}
+    ckpt = tmp_path / "ckpt.pt"
+    first = sg.tl.consensus_domains(sim, 4, copy=True, checkpoint=ckpt, **kw)
+    assert (tmp_path / "ckpt.run0.pt").exists() and (tmp_path / "ckpt.run1.pt").exists()
+    again = sg.tl.consensus_domains(sim, 4, copy=True, checkpoint=ckpt, **kw)
+    np.testing.assert_array_equal(first.obsm["STAGATE"], again.obsm["STAGATE"])
+
+
+def test_workers_only_where_they_can_help(sim):
+    from stagate.tl._consensus import _n_workers
+
+    assert _n_workers(sim, 5, {"device": "cpu"}, 1) == 1
+    assert _n_workers(sim, 5, {"device": "cpu", "batch_size": 100}, 4) == 1  # minibatches
+    assert _n_workers(sim, 2, {"device": "cpu"}, 8) == (2 if can_fork() else 1)  # <= runs
+    with pytest.raises(sg.StagateInputError, match="n_jobs"):
+        _n_workers(sim, 5, {"device": "cpu"}, 0)
+
+
+def test_a_fitted_model_pickles_by_value(sim):
+    import pickle
+
+    model = sg.STAGATE(n_epochs=5, **SMALL).fit(sim)
+    back = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(back.embedding_, model.embedding_)
+    for (name, w), (_, v) in zip(model.module_.state_dict().items(),
+                                 back.module_.state_dict().items(), strict=True):
+        assert torch.equal(w, v), name
+    np.testing.assert_array_equal(back.transform(sim), model.transform(sim))

@@ -99,6 +99,10 @@ def _shared_options(f):
         click.option("--runs", "n_runs", type=click.IntRange(min=1), default=None,
                      help="Training runs that vote on the domains (the recipe's by default; "
                           "1 = a single run, as the original)."),
+        click.option("--jobs", "n_jobs", type=click.IntRange(min=1), default=None,
+                     help="Worker processes training voting runs side by side on CPU, one "
+                          "thread each (default: one per core; 1 = one run after another "
+                          "in this process, each on every core)."),
         click.option("--hidden-dim", type=click.IntRange(min=1), default=None,
                      help="Width of the attention layer (the recipe's by default)."),
         click.option("--tol", type=float, default=CONVERGENCE_TOL or 0.0, show_default=True,
@@ -167,7 +171,7 @@ def _config(n_domains, label_key, opts: dict, **extra):
         align=opts["align"],
         spatial_key=opts["spatial_key"],
         alpha=opts["alpha"], recipe=opts["recipe"], n_epochs=opts["n_epochs"], lr=opts["lr"],
-        n_runs=opts["n_runs"], hidden_dim=opts["hidden_dim"],
+        n_runs=opts["n_runs"], n_jobs=opts["n_jobs"], hidden_dim=opts["hidden_dim"],
         batch_size=_batch_size(opts["batch_size"]), checkpoint=opts["checkpoint"],
         step_every=opts["step_every"], tol=opts["tol"] or None,
         cluster_method=opts["cluster_method"], refine=opts["refine"], umap=not opts["no_umap"],

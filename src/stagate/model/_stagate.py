@@ -110,6 +110,25 @@ class STAGATE:
         self.tol = tol or None
         self.is_trained_ = False
 
+    def __getstate__(self) -> dict:
+        """Pickle the weights as numpy arrays (a model trained in a worker process travels
+        back by value, without torch's shared-memory machinery)."""
+        state = self.__dict__.copy()
+        module = state.pop("module_", None)
+        if module is not None:
+            state["module_weights_"] = {k: v.detach().cpu().numpy()
+                                        for k, v in module.state_dict().items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        weights = state.pop("module_weights_", None)
+        self.__dict__.update(state)
+        if weights is not None:
+            self.module_ = STAGATEModule(len(self.genes_), self.hidden_dim, self.latent_dim,
+                                         self.alpha)
+            self.module_.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+            self.module_.to(self.device_).eval()
+
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in (
             "recipe", "hidden_dim", "latent_dim", "alpha", "n_epochs", "lr", "weight_decay",

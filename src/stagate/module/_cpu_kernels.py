@@ -5,6 +5,11 @@ around the MKL call, a fixed ~8 ms for a Visium slice at F = 512 even when the g
 ~25k edges (the product itself is ~1 ms); an epoch runs six such products. These numba loops
 run rows in parallel and write each output row once. Each row is summed by one thread in
 a fixed order, so results are bit-identical from run to run. CUDA keeps torch's kernels.
+
+A process forked from one that already ran these kernels must not use numba's OpenMP
+threads (GNU OpenMP is not fork-safe: numba terminates such a child). Worker processes that
+train runs side by side therefore call :func:`use_serial_kernels`: the same loops compiled
+without threads, row by row in the same order, hence bit-identical results.
 """
 
 from __future__ import annotations
@@ -40,18 +45,50 @@ def _sddmm(indptr, indices, left, right, out):  # pragma: no cover - compiled
             out[k] = acc
 
 
+_TWINS: dict = {}  # threaded kernel -> its single-threaded twin
+_serial = False  # whether this process runs the twins
+
+
+def compile_serial_kernels() -> None:
+    """Compile the single-threaded twins (not cached on disk: numba's cache would not tell
+    them from the threaded kernels). Call it before forking, so children inherit them."""
+    global _serial
+    for kernel in (_csr_dense, _sddmm):
+        if kernel not in _TWINS:
+            _TWINS[kernel] = njit(parallel=False, fastmath=False, nogil=True)(kernel.py_func)
+    was, _serial = _serial, True
+    try:  # one call per precision compiles them now
+        crow, col, one = torch.tensor([0, 1]), torch.tensor([0]), torch.ones((1, 1))
+        for dtype in (torch.float32, torch.float64):
+            csr_dense(crow, col, one[0].to(dtype), one.to(dtype), 1)
+            sddmm(crow, col, one.to(dtype), one.to(dtype))
+    finally:
+        _serial = was
+
+
+def use_serial_kernels() -> None:
+    """From now on, this process runs the kernels on one thread (see the module notes)."""
+    global _serial
+    compile_serial_kernels()
+    _serial = True
+
+
+def _pick(kernel):
+    return _TWINS[kernel] if _serial else kernel
+
+
 def csr_dense(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor, n_rows: int) -> Tensor:
     """``A @ dense`` for the CSR matrix ``A = (crow, col, values)`` with `n_rows` rows."""
     dense = dense.contiguous()
     out = torch.empty((n_rows, dense.shape[1]), dtype=dense.dtype)
-    _csr_dense(crow.numpy(), col.numpy(), values.detach().contiguous().numpy(),
-               dense.detach().numpy(), out.numpy())
+    _pick(_csr_dense)(crow.numpy(), col.numpy(), values.detach().contiguous().numpy(),
+                      dense.detach().numpy(), out.numpy())
     return out
 
 
 def sddmm(crow: Tensor, col: Tensor, left: Tensor, right: Tensor) -> Tensor:
     """``<left[i], right[j]>`` for every non-zero ``(i, j)`` of the CSR pattern, in its order."""
     out = torch.empty(col.numel(), dtype=left.dtype)
-    _sddmm(crow.numpy(), col.numpy(), left.detach().contiguous().numpy(),
-           right.detach().contiguous().numpy(), out.numpy())
+    _pick(_sddmm)(crow.numpy(), col.numpy(), left.detach().contiguous().numpy(),
+                  right.detach().contiguous().numpy(), out.numpy())
     return out
