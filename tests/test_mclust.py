@@ -80,6 +80,25 @@ def test_subset_initialisation_above_threshold(rng):
     assert adjusted_rand_score(np.repeat([0, 1, 2], 400), fit.labels) > 0.99
 
 
+def test_several_starts_keep_the_highest_bic(rng):
+    """n_init > 1: R's start (the seed itself) plus starts from other subsets; the best BIC
+    wins, so it is never below R's; the starts are the fits of seeds seed, seed + 1, ..."""
+    # overlapping groups, so that subsets lead EM to different optima
+    x = np.vstack([rng.normal(c, 2.0, (300, 4)) for c in rng.normal(0, 2, (5, 4))])
+    one, _ = mclust_bic(x, [5], random_state=7, subset_size=200)
+    best, table = mclust_bic(x, [5], random_state=7, subset_size=200, n_init=4)
+    starts = [fit_mclust(x, 5, random_state=7 + i, subset_size=200) for i in range(4)]
+    np.testing.assert_array_equal(one.labels, starts[0].labels)  # n_init=1 is R's answer
+    assert best.bic == max(f.bic for f in starts) >= one.bic
+    assert table[("EEE", 5)] == best.bic
+    assert len({round(f.bic, 6) for f in starts}) > 1  # the starts did differ here
+    # at most subset_size rows there is no subset to vary: one start, the same answer
+    small, _ = mclust_bic(x[:150], [3], n_init=4, subset_size=200)
+    np.testing.assert_array_equal(small.labels, mclust(x[:150], 3, subset_size=200))
+    with pytest.raises(ValueError, match="n_init"):
+        mclust_bic(x, [5], n_init=0)
+
+
 def test_bic_picks_the_true_number(rng):
     x = np.vstack([rng.normal(c, 0.3, (150, 2)) for c in ([0, 0], [4, 0], [0, 4])])
     best, table = mclust_bic(x, range(1, 6), ("EEE", "VVV"))

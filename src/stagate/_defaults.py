@@ -30,6 +30,9 @@ class Recipe:
     n_runs
         Training runs with different seeds; with more than one, each run is clustered and the
         domains are the runs' majority vote (:func:`stagate.tl.consensus_domains`).
+    cluster_inits
+        mclust starts per clustering above 2000 spots (each from another random subset for
+        the hierarchical initialisation), keeping the highest BIC; 1 is R's single start.
     """
 
     hidden_dim: int
@@ -40,6 +43,7 @@ class Recipe:
     n_runs: int
     weight_decay: float = 1e-4
     gradient_clip: float = 5.0
+    cluster_inits: int = 1
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -50,7 +54,7 @@ class Recipe:
 #: labelled data (bench/README.md, "The default recipe").
 RECIPES: dict[str, Recipe] = {
     "default": Recipe(hidden_dim=128, latent_dim=30, n_epochs=300, lr=2e-3,
-                      lr_schedule="cosine", n_runs=5),
+                      lr_schedule="cosine", n_runs=5, cluster_inits=5),
     "paper": Recipe(hidden_dim=512, latent_dim=30, n_epochs=1000, lr=1e-3,
                     lr_schedule="constant", n_runs=1),
 }
@@ -70,7 +74,7 @@ def recipe(name: str) -> Recipe:
 
 #: the recipe settings a caller may override one by one
 TRAINING_SETTINGS = ("hidden_dim", "latent_dim", "n_epochs", "lr", "lr_schedule",
-                     "weight_decay", "gradient_clip", "n_runs")
+                     "weight_decay", "gradient_clip", "n_runs", "cluster_inits")
 
 
 def resolve_training(name: str, **overrides) -> dict:

@@ -61,6 +61,7 @@ class PipelineConfig:
     hidden_dim: int | None = None
     latent_dim: int | None = None
     n_runs: int | None = None
+    cluster_inits: int | None = None
     n_jobs: int | None = None  # worker processes for the voting runs (None: one per core)
     alpha: float = 0.0
     batch_size: int | str | None = "auto"
@@ -89,7 +90,7 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
     check_n_domains(cfg.n_domains, adata.n_obs)
     training = resolve_training(cfg.recipe, n_epochs=cfg.n_epochs, lr=cfg.lr,
                                 hidden_dim=cfg.hidden_dim, latent_dim=cfg.latent_dim,
-                                n_runs=cfg.n_runs)
+                                n_runs=cfg.n_runs, cluster_inits=cfg.cluster_inits)
     if int(training["n_runs"]) != training["n_runs"] or training["n_runs"] < 1:
         msg = f"--runs must be a positive integer, got {training['n_runs']!r}."
         raise StagateInputError(msg)
@@ -107,7 +108,9 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
     with stages("graph"):
         train_graph, spatial_key = _build_graphs(adata, cfg, mode, section_key, stages)
     n_runs = training.pop("n_runs")
-    _train_and_cluster(adata, cfg, mode, section_key, train_graph, training, n_runs, stages)
+    cluster_inits = training.pop("cluster_inits")
+    _train_and_cluster(adata, cfg, mode, section_key, train_graph, training, n_runs,
+                       cluster_inits, stages)
     from .train._distributed import world
 
     if world()[0] != 0:  # torchrun: the other ranks only help training
@@ -142,7 +145,8 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         "version": __version__,
         "final_loss": float(adata.uns[_keys.EMBEDDING]["loss"][-1]),
         "epochs_trained": len(adata.uns[_keys.EMBEDDING]["loss"]),
-        "recipe": {"name": cfg.recipe, "n_runs": n_runs} | training,
+        "recipe": {"name": cfg.recipe, "n_runs": n_runs, "cluster_inits": cluster_inits}
+        | training,
         "consensus": _consensus_summary(adata, n_runs),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
@@ -300,7 +304,8 @@ def _build_graphs(adata: AnnData, cfg: PipelineConfig, mode: str, section_key: s
 
 
 def _train_and_cluster(adata: AnnData, cfg: PipelineConfig, mode: str, section_key,
-                       train_graph: str, training: dict, n_runs: int, stages: Stages) -> None:
+                       train_graph: str, training: dict, n_runs: int, cluster_inits: int,
+                       stages: Stages) -> None:
     """Train the recipe and find the domains: one run then one clustering, or several runs,
     each clustered, then their vote (``tl.consensus_domains``)."""
     from .train._distributed import world
@@ -311,7 +316,7 @@ def _train_and_cluster(adata: AnnData, cfg: PipelineConfig, mode: str, section_k
     if n_runs > 1:  # training and clustering interleave: split the time afterwards
         cluster_kwds = {"n_domains": cfg.n_domains, "n_runs": n_runs, "random_state": cfg.seed,
                         "method": cfg.cluster_method, "key_added": _keys.DOMAIN,
-                        "n_jobs": cfg.n_jobs}
+                        "n_jobs": cfg.n_jobs, "cluster_inits": cluster_inits}
         t = time.perf_counter()
         if mode == "separate":
             _fit_separately(adata, section_key, cfg, train_kwds, consensus=cluster_kwds)
@@ -336,9 +341,10 @@ def _train_and_cluster(adata: AnnData, cfg: PipelineConfig, mode: str, section_k
         return
     with stages("cluster"):
         if mode == "separate":  # each section's own clustering: domain names are not shared
-            _cluster_separately(adata, section_key, cfg)
+            _cluster_separately(adata, section_key, cfg, cluster_inits)
         else:
-            tl.domains(adata, cfg.n_domains, method=cfg.cluster_method, key_added=_keys.DOMAIN)
+            tl.domains(adata, cfg.n_domains, method=cfg.cluster_method, n_init=cluster_inits,
+                       key_added=_keys.DOMAIN)
 
 
 def _consensus_summary(adata: AnnData, n_runs: int) -> dict:
@@ -468,13 +474,15 @@ def _fit_separately(adata: AnnData, section_key: str, cfg: PipelineConfig, kwds:
         }}
 
 
-def _cluster_separately(adata: AnnData, section_key: str, cfg: PipelineConfig) -> None:
+def _cluster_separately(adata: AnnData, section_key: str, cfg: PipelineConfig,
+                        cluster_inits: int = 1) -> None:
     labels = pd.Series("", index=adata.obs_names, dtype=object)
     for name in adata.obs[section_key].cat.categories:
         mask = (adata.obs[section_key] == name).to_numpy()
         sub = AnnData(obs=pd.DataFrame(index=adata.obs_names[mask]))
         sub.obsm[_keys.EMBEDDING] = adata.obsm[_keys.EMBEDDING][mask]
-        tl.domains(sub, cfg.n_domains, method=cfg.cluster_method, key_added="d")
+        tl.domains(sub, cfg.n_domains, method=cfg.cluster_method, n_init=cluster_inits,
+                   key_added="d")
         labels[mask] = sub.obs["d"].astype(str).to_numpy()
     cats = sorted(set(labels), key=lambda v: (len(v), v))
     adata.obs[_keys.DOMAIN] = pd.Categorical(labels.to_numpy(), categories=cats)

@@ -99,6 +99,10 @@ def _shared_options(f):
         click.option("--runs", "n_runs", type=click.IntRange(min=1), default=None,
                      help="Training runs that vote on the domains (the recipe's by default; "
                           "1 = a single run, as the original)."),
+        click.option("--cluster-inits", type=click.IntRange(min=1), default=None,
+                     help="mclust starts per clustering, each from another random subset "
+                          "for its initialisation (above 2000 spots); the highest BIC is "
+                          "kept (the recipe's by default; 1 = R's single start)."),
         click.option("--jobs", "n_jobs", type=click.IntRange(min=1), default=None,
                      help="Worker processes training voting runs side by side on CPU, one "
                           "thread each (default: one per core; 1 = one run after another "
@@ -144,8 +148,9 @@ def _shared_options(f):
 
 def _describe(r: Recipe) -> str:
     runs = "one run" if r.n_runs == 1 else f"{r.n_runs} runs voting"
+    starts = "" if r.cluster_inits == 1 else f", best of {r.cluster_inits} mclust starts"
     return (f"{r.n_epochs} epochs, {r.lr_schedule} lr {r.lr:g}, width {r.hidden_dim}, "
-            f"{runs}")
+            f"{runs}{starts}")
 
 
 def _config(n_domains, label_key, opts: dict, **extra):
@@ -171,7 +176,8 @@ def _config(n_domains, label_key, opts: dict, **extra):
         align=opts["align"],
         spatial_key=opts["spatial_key"],
         alpha=opts["alpha"], recipe=opts["recipe"], n_epochs=opts["n_epochs"], lr=opts["lr"],
-        n_runs=opts["n_runs"], n_jobs=opts["n_jobs"], hidden_dim=opts["hidden_dim"],
+        n_runs=opts["n_runs"], cluster_inits=opts["cluster_inits"], n_jobs=opts["n_jobs"],
+        hidden_dim=opts["hidden_dim"],
         batch_size=_batch_size(opts["batch_size"]), checkpoint=opts["checkpoint"],
         step_every=opts["step_every"], tol=opts["tol"] or None,
         cluster_method=opts["cluster_method"], refine=opts["refine"], umap=not opts["no_umap"],

@@ -12,6 +12,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _keys
+from .._defaults import DEFAULT_RECIPE, recipe
 from .._docs import DOC_ADATA, DOC_COPY, doc_params
 from .._logging import log
 from .._validation import StagateInputError, check_n_domains, resolve_device
@@ -129,6 +130,7 @@ def consensus_domains(
     method: str = "mclust",
     cluster_model: str = "EEE",
     cluster_random_state: int | None = None,
+    cluster_inits: int | None = None,
     layer: str | None = None,
     graph_key: str = _keys.GRAPH,
     pruned_key: str = "spatial_pruned",
@@ -158,9 +160,10 @@ def consensus_domains(
         Training runs that vote.
     random_state
         Base seed; the same base seed gives bit-identical results on CPU.
-    method, cluster_model, cluster_random_state
-        Clustering of each run, as `method`, `model` and `random_state` of
-        :func:`stagate.tl.domains`.
+    method, cluster_model, cluster_random_state, cluster_inits
+        Clustering of each run, as `method`, `model`, `random_state` and `n_init` of
+        :func:`stagate.tl.domains`. `cluster_inits` None: the recipe's (default recipe: 5
+        mclust starts, keeping the highest BIC; they matter above 2000 spots).
     layer, graph_key, pruned_key
         As in :func:`stagate.tl.stagate`.
     checkpoint
@@ -206,8 +209,10 @@ def consensus_domains(
     seeds = run_seeds(random_state, int(n_runs))
     fit_kwds = {"layer": layer, "graph_key": graph_key,
                 "pruned_key": pruned_key if stagate_kwds.get("alpha", 0) > 0 else None}
+    if cluster_inits is None:
+        cluster_inits = recipe(stagate_kwds.get("recipe", DEFAULT_RECIPE)).cluster_inits
     cluster_kwds = {"n_domains": n_domains, "method": method, "model": cluster_model,
-                    "random_state": cluster_random_state}
+                    "random_state": cluster_random_state, "n_init": cluster_inits}
     t = time.perf_counter()
     runs, workers = _train_and_cluster_runs(adata, seeds, stagate_kwds, fit_kwds, cluster_kwds,
                                             checkpoint, n_jobs)

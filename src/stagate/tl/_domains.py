@@ -29,6 +29,7 @@ def domains(
     resolution: float | None = None,
     n_domains_range: tuple[int, int] = (2, 15),
     random_state: int | None = None,
+    n_init: int = 1,
     key_added: str = _keys.DOMAIN,
     copy: bool = False,
 ) -> AnnData | None:
@@ -55,6 +56,11 @@ def domains(
     random_state
         Seed. mclust: seeds the initialisation subset drawn above 2000 spots, as R's
         ``set.seed`` does (default 2020, the original's); Leiden/Louvain: default 0.
+    n_init
+        mclust above 2000 spots: starts from that many initialisation subsets (seeds
+        `random_state`, `random_state` + 1, ...), keeping the highest BIC. 1 (default) is
+        R's answer; the default recipe of :func:`stagate.tl.consensus_domains` and
+        ``stagate run`` uses 5.
     key_added
         Column of ``obs`` to write.
     {copy}
@@ -75,7 +81,7 @@ def domains(
     log.info("clustering %d spots into %s domains (%s)", adata.n_obs, n_domains or "?", method)
     labels, params = cluster_embedding(emb, n_domains, method=method, model=model,
                                        resolution=resolution, n_domains_range=n_domains_range,
-                                       random_state=random_state)
+                                       random_state=random_state, n_init=n_init)
     params = {"method": method, "use_rep": use_rep} | params
     target = adata.copy() if copy else adata
     set_labels(target, labels, key_added)
@@ -86,7 +92,7 @@ def domains(
 def cluster_embedding(
     emb: np.ndarray, n_domains: int | None, *, method: str = "mclust", model: str = "EEE",
     resolution: float | None = None, n_domains_range: tuple[int, int] = (2, 15),
-    random_state: int | None = None,
+    random_state: int | None = None, n_init: int = 1,
 ) -> tuple[np.ndarray, dict]:
     """Cluster an embedding (spots x dims) as :func:`domains` does: (0-based labels, params)."""
     if method not in METHODS:
@@ -97,14 +103,18 @@ def cluster_embedding(
             msg = f"model == {model!r}, must be one of {MODELS}."
             raise StagateInputError(msg)
         seed = 2020 if random_state is None else random_state
+        if int(n_init) != n_init or n_init < 1:
+            msg = f"n_init == {n_init!r}, must be a positive integer (mclust starts)."
+            raise StagateInputError(msg)
         lo, hi = n_domains_range
         g_range = [n_domains] if n_domains else range(lo, min(hi, len(emb)) + 1)
         try:
-            fit, bics = mclust_bic(emb, g_range, (model,), random_state=seed)
+            fit, bics = mclust_bic(emb, g_range, (model,), random_state=seed, n_init=n_init)
         except MclustError as err:
             msg = f"mclust failed on the embedding: {err}"
             raise StagateInputError(msg) from None
-        return fit.labels, {"model": model, "random_state": seed, "loglik": fit.loglik,
+        return fit.labels, {"model": model, "random_state": seed, "n_init": n_init,
+                            "loglik": fit.loglik,
                             "bic": fit.bic, "n_iter": fit.n_iter,
                             "bic_by_n_domains": {str(g): b for (_, g), b in bics.items()}}
     seed = 0 if random_state is None else random_state

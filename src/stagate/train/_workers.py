@@ -20,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from .._validation import StagateInputError
 from ..module._cpu_kernels import compile_serial_kernels, use_serial_kernels
@@ -58,6 +59,7 @@ def _start_worker() -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: save and stop
     torch.set_num_threads(1)
+    threadpool_limits(1, user_api="blas")  # numpy's BLAS too: workers share the cores
     use_serial_kernels()
 
 
