@@ -249,9 +249,20 @@ def _morans_i(conn: sp.csr_matrix, values: np.ndarray) -> np.ndarray:
 def denoised_matrix(adata: AnnData, genes: list[str], key: str = _keys.EMBEDDING) -> np.ndarray:
     """The denoised expression of `genes` by name (spots x genes, float32).
 
-    Reads ``layers['{key}_ReX']`` when the model used every gene, else
-    ``obsm['{key}_ReX']`` (columns ``uns[key]['genes']``). Genes the model did not use get
-    NaN columns.
+    Parameters
+    ----------
+    adata
+        After :func:`stagate.tl.stagate` or :func:`stagate.tl.consensus_domains`.
+    genes
+        Gene names (``var_names``).
+    key
+        Key the model's outputs were stored under.
+
+    Returns
+    -------
+    The reconstruction, read from ``layers['{key}_ReX']`` when the model used every gene,
+    else from ``obsm['{key}_ReX']`` (columns ``uns[key]['genes']``). Genes the model did
+    not use get NaN columns.
     """
     name = _keys.recon_key(key)
     out = np.full((adata.n_obs, len(genes)), np.nan, dtype=np.float32)
