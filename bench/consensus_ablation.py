@@ -14,6 +14,8 @@ of the consensus sees. Rules:
 - ``coassoc``: co-association matrix of the K partitions, average-linkage tree cut at K
   domains (evidence accumulation, Fred & Jain 2005; needs N x N, so small data only);
 - ``concat``: the K embeddings side by side, 30 principal components, one mclust;
+- ``aligned_mean``: every run's embedding (centred, unit scale) rotated onto the reference
+  run's by orthogonal Procrustes, averaged, one mclust;
 - ``vote_starts3`` / ``vote_starts5``: the vote, each run clustered by mclust keeping the best
   BIC of 3 / 5 starts (initialisation subsets of seeds 2020, 2021, ...; what the default
   recipe ships with 5). Above 2000 spots only; on smaller data they equal ``vote``.
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.linalg import orthogonal_procrustes
 from scipy.spatial.distance import squareform
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
@@ -41,6 +44,12 @@ from stagate.cluster._consensus import consensus_vote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_worker import DATASETS, MCLUST_SEED, load  # noqa: E402
+
+
+def scale(z: np.ndarray) -> np.ndarray:
+    """Centred, with unit mean squared norm per spot (runs' embeddings differ in scale)."""
+    z = np.asarray(z, dtype=np.float64) - np.mean(z, axis=0)
+    return z / np.sqrt((z**2).sum() / len(z))
 
 
 def coassociation(parts: np.ndarray, k: int) -> np.ndarray:
@@ -79,8 +88,8 @@ def main() -> None:
             return adjusted_rand_score(truth[known], np.asarray(labels)[known])
 
         scores: dict[str, list[float]] = {r: [] for r in (
-            "single", "vote", "vote_refine", "coassoc", "concat", "single_starts5",
-            "vote_starts3", "vote_starts5")}
+            "single", "vote", "vote_refine", "coassoc", "concat", "aligned_mean",
+            "single_starts5", "vote_starts3", "vote_starts5")}
         seconds: dict[str, list[float]] = {r: [] for r in scores}
         agreement = []
         for g in range(args.groups):
@@ -105,6 +114,13 @@ def main() -> None:
             scores["concat"].append(ari(st.cluster.mclust(z, k, model="EEE",
                                                           random_state=MCLUST_SEED)))
             seconds["concat"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            scaled = [scale(e) for e in embs]
+            ref = scaled[info["reference"]]
+            mean = np.mean([e @ orthogonal_procrustes(e, ref)[0] for e in scaled], axis=0)
+            scores["aligned_mean"].append(ari(st.cluster.mclust(mean, k, model="EEE",
+                                                                random_state=MCLUST_SEED)))
+            seconds["aligned_mean"].append(time.perf_counter() - t)
             for n_init in (3, 5):
                 t = time.perf_counter()
                 best = [st.cluster.mclust_bic(e, [k], ("EEE",), random_state=MCLUST_SEED,

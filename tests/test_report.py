@@ -57,6 +57,9 @@ def test_report_is_self_contained_and_complete(finished_run):
     summary = json.loads((finished_run / "summary.json").read_text())
     assert summary["seconds"]["report"] > 0
     assert summary["downstream"]["markers"]["n_genes_tested"] > 0
+    # with --label-key: what each domain is made of, and the PAGA path named by it
+    assert "Spots of each domain_truth (columns) in each domain" in html
+    assert "each domain&#39;s most frequent domain_truth" in html
     markers = (finished_run / "markers.csv").read_text().splitlines()
     assert markers[0].startswith("domain,gene,score")
 

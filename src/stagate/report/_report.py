@@ -75,10 +75,15 @@ def _what_was_run(summary: dict) -> dict:
               ("domains", summary["n_domains"]),
               ("recipe", f"{recipe.get('name')}: {recipe.get('n_epochs')} epochs, "
                          f"{recipe.get('lr_schedule')} lr {recipe.get('lr')}, width "
-                         f"{recipe.get('hidden_dim')}, {recipe.get('n_runs')} run(s)"),
+                         f"{recipe.get('hidden_dim')}, {recipe.get('n_runs')} run(s)"
+                         + (f" trained in {vote['workers']} worker processes"
+                            if vote.get("workers", 1) > 1 else "")),
               ("seed", summary["seed"]), ("device", summary["device"]),
               ("graph", ", ".join(f"{k} {v}" for k, v in summary.get("graph", {}).items())),
-              ("clustering", cfg.get("cluster_method", "mclust")),
+              ("clustering", cfg.get("cluster_method", "mclust")
+               + (f", best BIC of {recipe['cluster_inits']} starts"
+                  if recipe.get("cluster_inits", 1) > 1
+                  and cfg.get("cluster_method", "mclust") == "mclust" else "")),
               ("stagate version", summary.get("version"))]
     if vote.get("n_runs", 1) > 1:
         params.append(("runs' agreement (mean pairwise ARI)", vote["mean_pairwise_ari"]))
@@ -111,13 +116,33 @@ def _domains(adata: AnnData, summary: dict) -> dict:
     if "domain_support" in adata.obs:
         support = adata.obs.groupby(_keys.DOMAIN, observed=True)["domain_support"].mean()
         table["share of runs agreeing"] = support.reindex(sizes.index).to_numpy()
+    tables = [_table(table)]
+    if label_key and label_key in adata.obs:
+        counts = _composition(adata, label_key)
+        table["mostly"] = counts.idxmax(axis=1).reindex(sizes.index).to_numpy()
+        table["its share"] = (counts.max(axis=1) / counts.sum(axis=1)).reindex(
+            sizes.index).to_numpy()
+        tables = [_table(table), _table(counts.reset_index(names="domain"),
+                                        f"Spots of each {label_key} (columns) in each domain")]
     text = None
     if summary.get("consensus", {}).get("n_runs", 1) > 1:
         text = (f"Domains are the majority vote of {summary['consensus']['n_runs']} training "
                 f"runs; the runs agree at mean pairwise ARI "
                 f"{summary['consensus']['mean_pairwise_ari']:.3f} (1 = identical).")
-    return _section("domains", "Spatial domains", kpis=kpis, text=text,
-                    tables=[_table(table)], figures=figures)
+    return _section("domains", "Spatial domains", kpis=kpis, text=text, tables=tables,
+                    figures=figures)
+
+
+def _composition(adata: AnnData, label_key: str) -> pd.DataFrame:
+    """Spots per (domain, annotation); spots without an annotation are left out."""
+    labels = adata.obs[label_key].astype("string")
+    known = labels.notna().to_numpy() & (labels.fillna("") != "").to_numpy()
+    counts = pd.crosstab(adata.obs[_keys.DOMAIN][known].astype(str), labels[known])
+    order = [str(c) for c in adata.obs[_keys.DOMAIN].cat.categories if str(c) in counts.index]
+    counts = counts.loc[order]
+    counts.index.name = None
+    counts.columns.name = None
+    return counts
 
 
 def _qc(adata: AnnData) -> dict:
@@ -147,7 +172,7 @@ def _qc(adata: AnnData) -> dict:
     return _section("qc", "Quality control", figures=figures)
 
 
-def _umap(adata: AnnData) -> dict | None:
+def _umap(adata: AnnData, label_key: str | None = None) -> dict | None:
     basis = f"{_keys.EMBEDDING}_umap"
     if basis not in adata.obsm:
         return None
@@ -166,8 +191,13 @@ def _umap(adata: AnnData) -> dict | None:
         names = list(adata.obs[_keys.DOMAIN].cat.categories)
         tables.append(_table(pd.DataFrame(conn, columns=names).assign(
             domain=names)[["domain", *names]], "PAGA connectivity between domains"))
-        text = ("Strongest PAGA path (from the least connected domain): "
-                + " - ".join(paga_path(adata)))
+        path = paga_path(adata)
+        if label_key and label_key in adata.obs:  # name each domain by its main annotation
+            mostly = _composition(adata, label_key).idxmax(axis=1)
+            path = [f"{d} ({mostly[d]})" if d in mostly.index else d for d in path]
+        text = ("Strongest PAGA path (from the least connected domain): " + " - ".join(path)
+                + (f"; in brackets each domain's most frequent {label_key}"
+                   if label_key and label_key in adata.obs else ""))
     return _section("umap", "UMAP and PAGA", text=text, tables=tables, figures=figures)
 
 
@@ -269,8 +299,9 @@ def render_report(adata: AnnData, summary: dict) -> str:
     """The HTML text of the report of a finished run."""
     import jinja2
 
+    label_key = summary.get("config", {}).get("label_key")
     builders = [lambda: _what_was_run(summary), lambda: _domains(adata, summary),
-                lambda: _qc(adata), lambda: _umap(adata), lambda: _markers(adata),
+                lambda: _qc(adata), lambda: _umap(adata, label_key), lambda: _markers(adata),
                 lambda: _attention(adata), lambda: _training(adata), lambda: _scores(summary)]
     sections = []
     for build in builders:
