@@ -119,9 +119,10 @@ def _domains(adata: AnnData, summary: dict) -> dict:
     tables = [_table(table)]
     if label_key and label_key in adata.obs:
         counts = _composition(adata, label_key)
-        table["mostly"] = counts.idxmax(axis=1).reindex(sizes.index).to_numpy()
-        table["its share"] = (counts.max(axis=1) / counts.sum(axis=1)).reindex(
-            sizes.index).to_numpy()
+        index = sizes.index.astype(str)
+        table[f"main {label_key}"] = counts.idxmax(axis=1).reindex(index).to_numpy()
+        table["its share of the annotated spots"] = (
+            counts.max(axis=1) / counts.sum(axis=1)).reindex(index).to_numpy()
         tables = [_table(table), _table(counts.reset_index(names="domain"),
                                         f"Spots of each {label_key} (columns) in each domain")]
     text = None
@@ -134,10 +135,13 @@ def _domains(adata: AnnData, summary: dict) -> dict:
 
 
 def _composition(adata: AnnData, label_key: str) -> pd.DataFrame:
-    """Spots per (domain, annotation); spots without an annotation are left out."""
-    labels = adata.obs[label_key].astype("string")
-    known = labels.notna().to_numpy() & (labels.fillna("") != "").to_numpy()
-    counts = pd.crosstab(adata.obs[_keys.DOMAIN][known].astype(str), labels[known])
+    """Spots per (domain, annotation); spots without an annotation ("NA", missing) are left
+    out, as they are from the ARI."""
+    from ..tl._metrics import annotated_mask
+
+    known = annotated_mask(adata.obs[label_key])
+    counts = pd.crosstab(adata.obs[_keys.DOMAIN][known].astype(str),
+                         adata.obs[label_key][known].astype(str))
     order = [str(c) for c in adata.obs[_keys.DOMAIN].cat.categories if str(c) in counts.index]
     counts = counts.loc[order]
     counts.index.name = None
