@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from numba import njit, prange
@@ -36,18 +33,13 @@ from stagate.module._sparse import sparse_input_product
 from stagate.train._distributed import SeedLoss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import machine  # noqa: E402
 from compare_worker import load  # noqa: E402
+from gemm_throughput import median_seconds  # noqa: E402
 
 
 def median_ms(step, repeats: int = 30) -> float:
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
+    return 1e3 * median_seconds(step, repeats=repeats, warmup=3)
 
 
 # -- multi-run aggregation: out[i, r] = sum_k alpha[k, r] h[src_k, r] ---------------------------
@@ -160,8 +152,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    result = {"machine": {"cpu": platform.processor() or platform.machine(),
-                          "threads": torch.get_num_threads(), "torch": torch.__version__},
+    result = {"machine": machine() | {"threads": torch.get_num_threads(),
+                                      "torch": torch.__version__},
               "datasets": {}}
     for name in args.datasets:
         a = load(name)

@@ -23,8 +23,10 @@ from scipy.linalg import blas
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def median_seconds(f, repeats: int = 20) -> float:
-    f()
+def median_seconds(f, repeats: int = 20, warmup: int = 1) -> float:
+    """Median wall-clock seconds of `repeats` calls of `f`, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        f()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()

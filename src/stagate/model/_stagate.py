@@ -43,6 +43,19 @@ def _arrays(m) -> list[np.ndarray]:
 FULL_BATCH_MAX_SPOTS = 100_000
 
 
+def resolve_batch_size(batch_size: int | str | None, n_obs: int) -> int | None:
+    """Seeds per minibatch for `n_obs` spots, or None for full-batch training
+    (``"auto"``: full batch up to :data:`FULL_BATCH_MAX_SPOTS`, else 8192)."""
+    if batch_size == "auto":
+        return None if n_obs <= FULL_BATCH_MAX_SPOTS else 8192
+    if batch_size is None:
+        return None
+    if int(batch_size) != batch_size or batch_size < 1:
+        msg = f"batch_size == {batch_size!r}, must be 'auto', None or a positive integer."
+        raise ValueError(msg)
+    return int(batch_size)
+
+
 class STAGATE:
     """Graph attention auto-encoder for spatial domains (scikit-learn-style estimator).
 
@@ -242,14 +255,7 @@ class STAGATE:
                            "version": __version__}
 
     def _resolve_batch_size(self, n_obs: int) -> int | None:
-        if self.batch_size == "auto":
-            return None if n_obs <= FULL_BATCH_MAX_SPOTS else 8192
-        if self.batch_size is None:
-            return None
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            msg = f"batch_size == {self.batch_size!r}, must be 'auto', None or a positive integer."
-            raise ValueError(msg)
-        return int(self.batch_size)
+        return resolve_batch_size(self.batch_size, n_obs)
 
     @torch.no_grad()
     def _infer_batched(self, plan: MinibatchPlan) -> None:
