@@ -66,6 +66,45 @@ def test_agglomeration_recovers_obvious_groups(rng):
     assert adjusted_rand_score(np.repeat([0, 1, 2], 30), labels) == 1.0
 
 
+def _brute_force_hc(z, min_clusters):
+    """The agglomeration recomputed from scratch at every step: every pair's merged
+    scatter matrix and its log-determinant by numpy, no incremental bookkeeping."""
+    n, p = z.shape
+    alpha = ((z - z.mean(0)) ** 2).sum() / (n * p)
+
+    def term(rows):
+        pts = z[rows]
+        size = len(rows)
+        w = (pts - pts.mean(0)).T @ (pts - pts.mean(0))
+        log_reg = np.log((np.trace(w) + alpha) / size)
+        if size <= p:
+            return size * log_reg
+        sign, logdet = np.linalg.slogdet(w)
+        return size * np.logaddexp(logdet - p * np.log(size), log_reg)
+
+    clusters = {i: [i] for i in range(n)}
+    merges = []
+    while len(clusters) > min_clusters:
+        keys = sorted(clusters)
+        best = None
+        for x, a in enumerate(keys):
+            for b in keys[x + 1:]:
+                rise = (term(clusters[a] + clusters[b]) - term(clusters[a])
+                        - term(clusters[b]))
+                if best is None or rise < best[0] - 1e-9:
+                    best = (rise, a, b)
+        _, a, b = best
+        clusters[a] += clusters.pop(b)
+        merges.append((a, b))
+    return np.array(merges)
+
+
+def test_agglomeration_equals_brute_force(rng):
+    # three loose groups in 4-D: clusters grow past p points, so determinants count
+    z = np.vstack([rng.normal(c, 1.0, (20, 4)) for c in (0, 2, 4)])
+    np.testing.assert_array_equal(hc_vvv(z, min_clusters=2), _brute_force_hc(z, 2))
+
+
 def test_deterministic_and_labels_in_range(rng):
     x = rng.normal(size=(300, 3))
     a = mclust(x, 4)
