@@ -176,8 +176,8 @@ def versions(method: str) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     names = ["torch", "numpy", "scanpy", "anndata", "scikit-learn"]
-    names += {"stagate_modern": ["stagate-modern", "torch-geometric"], "banksy": ["pybanksy"],
-              "stagate": ["torch-geometric"]}.get(method, [])
+    names += {"stagate_modern": ["stagate-modern", "torch-geometric"],
+              "banksy": ["pybanksy"]}.get(method, [])
     out = {}
     for n in names:
         with contextlib.suppress(PackageNotFoundError):

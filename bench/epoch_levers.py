@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from numba import njit, prange
 from torch import nn
-from torch_geometric.utils import softmax
 
 import stagate as st
 from stagate.model._data import model_input
 from stagate.module import STAGATEModule
+from stagate.module._layers import segment_softmax
 from stagate.module._sparse import sparse_input_product
 from stagate.train._distributed import SeedLoss
 
@@ -113,7 +113,7 @@ class RunsModule(nn.Module):
         xw = xw.view(n, self.runs, self.hidden)
         s = torch.einsum("nrh,rh->nr", xw, self.v_s)
         r = torch.einsum("nrh,rh->nr", xw, self.v_r)
-        alpha = softmax(torch.sigmoid(s[g.dst] + r[g.src]), g.dst, num_nodes=g.n_nodes)
+        alpha = segment_softmax(torch.sigmoid(s[g.dst] + r[g.src]), g.dst, g.n_nodes)
         z = torch.einsum("nrh,rhl->nrl", F.elu(AggRuns.apply(alpha, xw, g)), self.W2)
         h3 = F.elu(AggRuns.apply(alpha, torch.einsum("nrl,rhl->nrh", z, self.W2), g))
         cross = (h3 * xw).sum(dtype=torch.float64)
