@@ -127,6 +127,7 @@ def main() -> None:
                 not args.peer_python.exists():
             sys.exit(f"{args.peer_python} not found: run `bash bench/setup_peers.sh` first.")
         info = machine()
+        args.out.parent.mkdir(parents=True, exist_ok=True)  # before hours of runs, not after
         for seed in args.seeds:
             for ds in args.datasets:
                 for method in args.methods:
