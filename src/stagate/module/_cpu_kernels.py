@@ -14,6 +14,8 @@ without threads, row by row in the same order, hence bit-identical results.
 
 from __future__ import annotations
 
+import types
+
 import torch
 from numba import njit, prange
 from torch import Tensor
@@ -68,13 +70,27 @@ _TWINS: dict = {}  # threaded kernel -> its single-threaded twin
 _serial = False  # whether this process runs the twins
 
 
+def _serial_twin(kernel):
+    """The same Python function under its own name ``<name>_serial``, compiled without
+    threads and cached on disk: numba keys its cache by the function's name and line, so the
+    twin needs a name of its own not to be confused with the threaded kernel (with one name,
+    the twins had to be compiled afresh in every process, ~1 s)."""
+    py = kernel.py_func
+    name = f"{py.__name__}_serial"
+    code = py.__code__.replace(co_name=name, co_qualname=f"{py.__qualname__}_serial")
+    twin = types.FunctionType(code, py.__globals__, name, py.__defaults__, py.__closure__)
+    twin.__module__ = py.__module__
+    twin.__qualname__ = f"{py.__qualname__}_serial"
+    return njit(parallel=False, fastmath=False, cache=True, nogil=True)(twin)
+
+
 def compile_serial_kernels() -> None:
-    """Compile the single-threaded twins (not cached on disk: numba's cache would not tell
-    them from the threaded kernels). Call it before forking, so children inherit them."""
+    """Compile (or load from the disk cache) the single-threaded twins. Call it before
+    forking, so children inherit them."""
     global _serial
     for kernel in (_csr_dense, _sddmm):
         if kernel not in _TWINS:
-            _TWINS[kernel] = njit(parallel=False, fastmath=False, nogil=True)(kernel.py_func)
+            _TWINS[kernel] = _serial_twin(kernel)
     was, _serial = _serial, True
     try:  # one call per precision compiles them now
         crow, col, one = torch.tensor([0, 1]), torch.tensor([0]), torch.ones((1, 1))
