@@ -169,6 +169,7 @@ def _agglomerate(z, cost, alpha, beta, min_clusters):  # pragma: no cover - comp
         row_min[a], row_arg[a] = best_a, arg_a
     return merges
 
+
 def hc_vvv(z: np.ndarray, *, alpha: float = 1.0, beta: float = 1.0,
            min_clusters: int = 1) -> np.ndarray:
     """Agglomerate the rows of `z` down to `min_clusters`; return the merges in order.
