@@ -187,7 +187,7 @@ def hc_vvv(z: np.ndarray, *, alpha: float = 1.0, beta: float = 1.0,
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0)
     cost = 2 * np.log(beta * (d2 / 2 + alpha) / 2) - 2 * np.log(alpha * beta)
     np.fill_diagonal(cost, np.inf)
-    return _agglomerate(z, cost, float(alpha), float(beta), int(min_clusters))
+    return _agglomerate(z, cost, float(alpha), float(beta), max(int(min_clusters), 1))
 
 
 def hc_eii(z: np.ndarray) -> np.ndarray:
