@@ -44,6 +44,7 @@ from stagate.cluster._consensus import consensus_vote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_worker import DATASETS, MCLUST_SEED, load  # noqa: E402
+from recipe_sweep import add_kept_run_arguments, kept_file, kept_truth  # noqa: E402
 
 
 def scale(z: np.ndarray) -> np.ndarray:
@@ -65,11 +66,9 @@ def coassociation(parts: np.ndarray, k: int) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    ap.add_argument("--variant", default="h128_e300_cos2")
+    add_kept_run_arguments(ap)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--groups", type=int, default=5)
-    ap.add_argument("--keep", default="/tmp/recipe_sweep")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -80,8 +79,7 @@ def main() -> None:
         a = load(ds)
         st.pp.preprocess(a)
         st.pp.spatial_network(a)
-        truth = np.load(keep / f"{ds}_truth.npy", allow_pickle=True)
-        known = truth != "nan"
+        truth, known = kept_truth(keep, ds)
         k = DATASETS[ds]["n_domains"]
 
         def ari(labels, known=known, truth=truth):
@@ -94,9 +92,9 @@ def main() -> None:
         agreement = []
         for g in range(args.groups):
             seeds = range(g * args.runs, (g + 1) * args.runs)
-            parts = np.stack([np.load(keep / f"{ds}_{args.variant}_{s}_mclust.npy")
+            parts = np.stack([np.load(kept_file(keep, ds, args.variant, s, mclust=True))
                               for s in seeds])
-            embs = [np.load(keep / f"{ds}_{args.variant}_{s}.npy") for s in seeds]
+            embs = [np.load(kept_file(keep, ds, args.variant, s)) for s in seeds]
             scores["single"] += [ari(p) for p in parts]
             t = time.perf_counter()
             vote, info = consensus_vote(parts)

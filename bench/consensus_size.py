@@ -28,16 +28,15 @@ from stagate.cluster._consensus import consensus_vote
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import machine  # noqa: E402
 from compare_worker import DATASETS, MCLUST_SEED  # noqa: E402
+from recipe_sweep import add_kept_run_arguments, kept_file, kept_truth  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    ap.add_argument("--variant", default="h128_e300_cos2")
+    add_kept_run_arguments(ap)
     ap.add_argument("--seeds", type=int, default=25, help="kept runs per dataset")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7, 8, 10])
     ap.add_argument("--starts", type=int, default=5, help="mclust starts per run")
-    ap.add_argument("--keep", default="/tmp/recipe_sweep")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -45,11 +44,10 @@ def main() -> None:
     result = {"variant": args.variant, "seeds": args.seeds, "starts": args.starts,
               "machine": machine(), "datasets": {}}
     for ds in args.datasets:
-        truth = np.load(keep / f"{ds}_truth.npy", allow_pickle=True)
-        known = truth != "nan"
+        truth, known = kept_truth(keep, ds)
         k = DATASETS[ds]["n_domains"]
         labels = np.stack([
-            st.cluster.mclust_bic(np.load(keep / f"{ds}_{args.variant}_{s}.npy"), [k],
+            st.cluster.mclust_bic(np.load(kept_file(keep, ds, args.variant, s)), [k],
                                   ("EEE",), random_state=MCLUST_SEED,
                                   n_init=args.starts)[0].labels
             for s in range(args.seeds)])

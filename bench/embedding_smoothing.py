@@ -22,9 +22,10 @@ from stagate.cluster import consensus_vote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_worker import load  # noqa: E402
+from recipe_sweep import CHOSEN, KEEP, kept_file, kept_truth  # noqa: E402
 
 warnings.filterwarnings("ignore")
-keep = Path("/tmp/recipe_sweep")
+keep = Path(KEEP)
 lams = [float(x) for x in sys.argv[1].split(",")]
 n_runs = int(sys.argv[2])
 with_self = "--self" in sys.argv
@@ -38,12 +39,11 @@ for ds in ["dlpfc_151673", "dlpfc_151676", "starmap_visual_cortex"]:
     deg = np.asarray(adj.sum(1)).ravel()
     deg[deg == 0] = 1
     mean = sp.diags(1 / deg) @ adj
-    truth = np.load(keep / f"{ds}_truth.npy", allow_pickle=True)
-    known = truth != "nan"
+    truth, known = kept_truth(keep, ds)
     for lam in lams:
         single, parts = [], []
         for s in range(n_runs):
-            z = np.load(keep / f"{ds}_h128_e300_cos2_{s}.npy")
+            z = np.load(kept_file(keep, ds, CHOSEN, s))
             lab = st.cluster.mclust((1 - lam) * z + lam * (mean @ z), 7, model="EEE",
                                     random_state=2020)
             parts.append(lab)

@@ -43,13 +43,36 @@ VARIANTS = {
     "h128_e150_cos5": (128, 150, 5e-3, "cosine"),
 }
 
+#: where the runs are kept (--keep), and the variant the default recipe ships
+KEEP = "/tmp/recipe_sweep"
+CHOSEN = "h128_e300_cos2"
+
+
+def kept_file(keep: Path, dataset: str, variant: str, seed: int, *, mclust: bool = False
+              ) -> Path:
+    """The kept embedding of one run (or, with `mclust`, its mclust labels)."""
+    return Path(keep) / f"{dataset}_{variant}_{seed}{'_mclust' if mclust else ''}.npy"
+
+
+def kept_truth(keep: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """The kept annotation of a dataset (as text) and the mask of annotated spots."""
+    truth = np.load(Path(keep) / f"{dataset}_truth.npy", allow_pickle=True)
+    return truth, truth != "nan"
+
+
+def add_kept_run_arguments(ap: argparse.ArgumentParser) -> None:
+    """--datasets, --variant and --keep of the scripts that read kept runs."""
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    ap.add_argument("--variant", default=CHOSEN)
+    ap.add_argument("--keep", default=KEEP)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
     ap.add_argument("--variants", nargs="+", default=["paper"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    ap.add_argument("--keep", default="/tmp/recipe_sweep")
+    ap.add_argument("--keep", default=KEEP)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -72,12 +95,12 @@ def main() -> None:
                               random_state=seed, device="cpu", show_progress=False)
                 train_s = time.perf_counter() - t
                 z = a.obsm["STAGATE"].astype(np.float64)
-                np.save(keep / f"{ds}_{name}_{seed}.npy", z)
+                np.save(kept_file(keep, ds, name, seed), z)
                 t = time.perf_counter()
                 pred = st.cluster.mclust(z, DATASETS[ds]["n_domains"], model="EEE",
                                          random_state=MCLUST_SEED)
                 mclust_s = time.perf_counter() - t
-                np.save(keep / f"{ds}_{name}_{seed}_mclust.npy", pred)
+                np.save(kept_file(keep, ds, name, seed, mclust=True), pred)
                 ari = adjusted_rand_score(labels_true[known].astype(str), pred[known])
                 row = {"dataset": ds, "variant": name, "hidden": hidden, "epochs": epochs,
                        "lr": lr, "schedule": schedule, "seed": seed, "ari": round(ari, 4),
