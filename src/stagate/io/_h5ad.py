@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 from anndata import AnnData
 
+from .._logging import log
 from .._validation import StagateInputError, finite_or_none
 
 #: obs column pairs recognised as coordinates when obsm['spatial'] is absent
@@ -40,6 +41,7 @@ def read_h5ad(path: str | Path, *, x_col: str | None = None, y_col: str | None =
         for xc, yc in pairs:
             if xc in adata.obs and yc in adata.obs:
                 adata.obsm["spatial"] = adata.obs[[xc, yc]].to_numpy(dtype=np.float64)
+                log.info("%s: coordinates from obs[%r] and obs[%r]", path.name, xc, yc)
                 break
         else:
             if x_col or y_col:
