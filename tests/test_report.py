@@ -113,3 +113,27 @@ def test_report_renders_in_a_browser(finished_run, tmp_path):
     pixels = imread(shot)
     assert pixels.shape[0] >= 2000
     assert float(np.std(pixels[..., :3])) > 0.05  # not a blank page
+
+
+def test_uniform_attention_is_said_so(finished_run):
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from stagate.report import render_report
+
+    adata = ad.read_h5ad(finished_run / "stagate.h5ad")
+    summary = json.loads((finished_run / "summary.json").read_text())
+    att = sp.csr_matrix(adata.obsp["STAGATE_attention"])
+    degree = np.diff(att.indptr)
+    said = "Here the attention is uniform"
+    att.data = 1.0 / np.repeat(degree, degree)  # every neighbour weighed equally
+    adata.obsp["STAGATE_attention"] = att
+    html = render_report(adata, summary)
+    assert said in html
+    # and no per-spot attention map, which would be one flat colour
+    assert "Attention of one border spot" not in html
+    uneven = att.copy()
+    uneven.data = uneven.data * np.random.default_rng(0).uniform(0.5, 1.5, uneven.nnz)
+    uneven = sp.diags(1 / np.asarray(uneven.sum(1)).ravel()) @ uneven  # rows sum to 1
+    adata.obsp["STAGATE_attention"] = sp.csr_matrix(uneven)
+    assert said not in render_report(adata, summary)

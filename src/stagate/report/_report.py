@@ -26,6 +26,9 @@ from .._logging import log
 TEMPLATE = "template.html.j2"
 #: marker rows shown per domain in the report's table
 TOP_MARKERS = 5
+#: attention whose 1st-99th percentile ratios to the uniform share lie closer than this is
+#: reported as uniform
+UNIFORM_SPREAD = 0.01
 
 
 def _png(fig) -> str:
@@ -51,7 +54,7 @@ def _cell(column: str, v, digits: int):
         return "n/a"
     if "p_value" in column:  # p-values span hundreds of orders of magnitude
         return f"{v:.1e}"
-    return round(float(v), digits)
+    return round(float(v), digits) + 0.0  # + 0.0: no "-0.0" in the tables
 
 
 def _table(frame: pd.DataFrame, caption: str | None = None, digits: int = 3) -> dict:
@@ -254,30 +257,37 @@ def _attention(adata: AnnData) -> dict | None:
     if "attention_by_domain" not in adata.uns:
         return None
     per_domain = pd.DataFrame(adata.uns["attention_by_domain"])
+    att = sp.csr_matrix(adata.obsp[_keys.attention_key()])
+    relative = att.data * np.repeat(np.diff(att.indptr), np.diff(att.indptr))
+    low, high = np.quantile(relative, [0.01, 0.99])
+    uniform = high - low < UNIFORM_SPREAD
     figures = []
     from ..tl import attention_by_domain
 
     per_spot, _ = attention_by_domain(adata)
     border = per_spot[per_spot["border"]]
-    if len(border):
+    if len(border) and not uniform:  # a uniform map would be one flat colour
         spot = int(adata.obs_names.get_indexer([border["expected_same"].idxmin()])[0])
         ax = pl.attention(adata, spot, spatial_key=_keys.graph_coordinates(adata))
         figures.append({"png": _png(ax.figure),
                         "caption": "Attention of one border spot (star) on its neighbours, "
                                    "relative to uniform attention"})
-    att = sp.csr_matrix(adata.obsp[_keys.attention_key()])
-    relative = att.data * np.repeat(np.diff(att.indptr), np.diff(att.indptr))
     text = ("At domain borders: the share of each spot's attention (self excluded) on "
             "neighbours of its own domain, against the share of such neighbours (what uniform "
             "attention gives). 'excess' > 0 means the attention favours the spot's own domain. "
-            f"Over all spots, attention weights lie between {np.quantile(relative, 0.01):.2f} "
-            f"and {np.quantile(relative, 0.99):.2f} times the uniform share (1st-99th "
+            f"Over all spots, attention weights lie between {low:.2f} "
+            f"and {high:.2f} times the uniform share (1st-99th "
             "percentile). Two properties of STAGATE's attention explain why it barely follows "
             "domains: its score sigmoid(v_s.h_i + v_r.h_j) passes through a sigmoid before the "
             "softmax, so no neighbour can get more than e = 2.72 times another's weight; and it "
             "ranks the neighbours j of every spot by the same value v_r.h_j, whatever spot i "
             "asks (GAT's 'static' attention, Brody et al. 2022), so it cannot prefer neighbours "
             "that resemble i.")
+    if uniform:
+        text += (" Here the attention is uniform: every spot weighs all its neighbours "
+                 "equally, so the model averaged each neighbourhood as a plain graph "
+                 "convolution would (usually because its scores are so large that the "
+                 "sigmoid gives 1 for every neighbour).")
     return _section("attention", "Attention", text=text, tables=[_table(per_domain)],
                     figures=figures)
 
