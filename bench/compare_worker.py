@@ -214,6 +214,7 @@ def main() -> None:
         from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
         from stagate.cluster import mclust
+        from stagate.tl._metrics import annotated_mask
 
         torch.set_num_threads(os.cpu_count() or 1)
         a = load(args.dataset)
@@ -231,7 +232,7 @@ def main() -> None:
             graph = sp.csr_matrix(a.obsp["spatial_connectivities"])
             sp.save_npz(keep / f"{args.dataset}_graph.npz", graph)
     truth = a.obs[spec["label_key"]]
-    known = truth.notna().to_numpy()
+    known = annotated_mask(truth)  # "NA" is no layer: left out, as our own scores do
     t, p = truth[known].astype(str).to_numpy(), np.asarray(labels)[known]
     total = time.perf_counter() - T_START
     print(json.dumps({
