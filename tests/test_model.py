@@ -141,3 +141,43 @@ def test_a_diverging_loss_ends_in_one_clear_error(sim):
     sim.X = sim.X * 1e30  # absurd scale: the loss overflows
     with pytest.raises(StagateInputError, match="Training diverged.*lower learning rate"):
         sg.STAGATE(n_epochs=5, show_progress=False, hidden_dim=16, latent_dim=4).fit(sim)
+
+
+def test_cuda_graphs_only_where_they_apply(monkeypatch):
+    import torch
+
+    from stagate.train._loop import use_cuda_graph
+
+    cpu, cuda, one = torch.device("cpu"), torch.device("cuda"), [object()]
+    assert use_cuda_graph(cuda, one, n_ranks=1, checkpoint=None)
+    assert not use_cuda_graph(cpu, one, n_ranks=1, checkpoint=None)
+    assert not use_cuda_graph(cuda, one, n_ranks=2, checkpoint=None)  # torchrun: DDP hooks
+    assert not use_cuda_graph(cuda, one, n_ranks=1, checkpoint="run.pt")  # saved each 100
+    assert not use_cuda_graph(cuda, one * 2, n_ranks=1, checkpoint=None)  # minibatches
+    monkeypatch.setenv("STAGATE_CUDA_GRAPHS", "0")
+    assert not use_cuda_graph(cuda, one, n_ranks=1, checkpoint=None)
+
+
+def test_replayed_losses_are_read_in_order_and_a_nan_names_its_epoch():
+    import torch
+
+    from stagate._logging import progress
+    from stagate._validation import StagateInputError
+    from stagate.train._loop import CapturedStep, _read_losses, _set_lr
+
+    step = CapturedStep(graph=None, loss=None, batch=None)
+    step.pending = [torch.tensor(v, dtype=torch.float64) for v in (3.0, 2.0, 1.0)]
+    history, bar = [5.0], progress(show=False)
+    _read_losses(step, history, epoch=3, lr=1e-3, bar=bar)
+    assert history == [5.0, 3.0, 2.0, 1.0] and step.n_pending == 0
+    step.pending = [torch.tensor(0.5), torch.tensor(float("nan"))]
+    with pytest.raises(StagateInputError, match="at epoch 6"):
+        _read_losses(step, history, epoch=5, lr=1e-3, bar=bar)
+
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=torch.tensor(1e-3))
+    lr_tensor = opt.param_groups[0]["lr"]
+    _set_lr(opt, 5e-4)  # a recorded graph reads this very tensor: changed in place
+    assert opt.param_groups[0]["lr"] is lr_tensor and float(lr_tensor) == pytest.approx(5e-4)
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=1e-3)
+    _set_lr(opt, 5e-4)
+    assert opt.param_groups[0]["lr"] == 5e-4

@@ -209,6 +209,20 @@ def test_workers_resume_their_runs_checkpoints(sim, tmp_path):
     np.testing.assert_array_equal(first.obsm["STAGATE"], again.obsm["STAGATE"])
 
 
+@needs_fork
+def test_runs_trained_here_are_clustered_in_workers(sim):
+    """Minibatch (or GPU) runs train in this process; their clusterings go to workers and
+    give the domains one-after-another clustering gives."""
+    kw = SMALL | {"n_epochs": 10, "n_runs": 3, "random_state": 2, "batch_size": 150}
+    here = sg.tl.consensus_domains(sim, 4, copy=True, n_jobs=1, **kw)
+    aside = sg.tl.consensus_domains(sim, 4, copy=True, n_jobs=3, **kw)
+    assert here.uns["domain"]["consensus"]["side_by_side"] == "nothing"
+    record = aside.uns["domain"]["consensus"]
+    assert record["side_by_side"] == "clustering" and record["workers"] == 3
+    np.testing.assert_array_equal(here.obsm["domain_runs"], aside.obsm["domain_runs"])
+    np.testing.assert_array_equal(here.obs["domain"], aside.obs["domain"])
+
+
 def test_workers_only_where_they_can_help(sim):
     from stagate.tl._consensus import _n_workers
 
@@ -217,6 +231,10 @@ def test_workers_only_where_they_can_help(sim):
     assert _n_workers(sim, 2, {"device": "cpu"}, 8) == (2 if can_fork() else 1)  # <= runs
     with pytest.raises(sg.StagateInputError, match="n_jobs"):
         _n_workers(sim, 5, {"device": "cpu"}, 0)
+    from stagate.tl._consensus import _n_cluster_workers
+
+    assert _n_cluster_workers(5, 1) == 1
+    assert _n_cluster_workers(2, 8) == (2 if can_fork() else 1)  # at most one per run
 
 
 def test_a_fitted_model_pickles_by_value(sim):

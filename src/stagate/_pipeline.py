@@ -324,10 +324,13 @@ def _train_and_cluster(adata: AnnData, cfg: PipelineConfig, mode: str, section_k
             tl.consensus_domains(adata, graph_key=train_graph, checkpoint=cfg.checkpoint,
                                  **cluster_kwds, **train_kwds)
         record = adata.uns[_keys.DOMAIN]["consensus"]
-        # runs may train and cluster side by side: split their wall-clock time by the
-        # share each stage took within the runs
-        busy = record["train_seconds"] + record["cluster_seconds"]
-        train_s = record.get("runs_seconds", busy) * record["train_seconds"] / max(busy, 1e-9)
+        if record.get("side_by_side") == "clustering":  # runs trained here, one by one
+            train_s = record["train_seconds"]
+        else:  # runs may train and cluster side by side: split their wall-clock time by
+            # the share each stage took within the runs
+            busy = record["train_seconds"] + record["cluster_seconds"]
+            train_s = (record.get("runs_seconds", busy) * record["train_seconds"]
+                       / max(busy, 1e-9))
         stages.add("train", train_s)
         stages.add("cluster", time.perf_counter() - t - train_s)
         return
@@ -358,6 +361,7 @@ def _consensus_summary(adata: AnnData, n_runs: int) -> dict:
             "pairwise_ari": np.round(np.asarray(record["agreement"]), 4).tolist(),
             "mean_support": round(float(record["mean_support"]), 4),
             "workers": int(record.get("workers", 1)),
+            "side_by_side": str(record.get("side_by_side", "nothing")),
             **({"per_section_mean_pairwise_ari": record["per_section_mean_agreement"]}
                if "per_section_mean_agreement" in record else {}),
             "note": "domains are the majority vote of the runs; pairwise ARI near 1 means "

@@ -106,7 +106,8 @@ def _shared_options(f):
         click.option("--jobs", "n_jobs", type=click.IntRange(min=1), default=None,
                      help="Worker processes training voting runs side by side on CPU, one "
                           "thread each (default: one per core; 1 = one run after another "
-                          "in this process, each on every core)."),
+                          "in this process, each on every core). On a GPU the runs train "
+                          "one by one and their clusterings go to the workers."),
         click.option("--hidden-dim", type=click.IntRange(min=1), default=None,
                      help="Width of the attention layer (the recipe's by default)."),
         click.option("--tol", type=float, default=CONVERGENCE_TOL or 0.0, show_default=True,

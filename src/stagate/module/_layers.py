@@ -48,7 +48,9 @@ class TiedGATLayer(nn.Module):
         """Attention weights ``alpha`` (E,) of every edge j -> i; rows sum to 1."""
         s = h @ self.v_s  # per spot, not per edge
         r = h @ self.v_r
-        logits = torch.sigmoid(s[graph.dst] + r[graph.src])
+        # index_select, not s[...]: its gradient is a plain scatter-add (on a GPU, indexing's
+        # gradient sorts the indices first)
+        logits = torch.sigmoid(s.index_select(0, graph.dst) + r.index_select(0, graph.src))
         return segment_softmax(logits, graph.dst, graph.n_nodes)
 
     def forward(self, h: Tensor, graph: NeighbourGraph) -> tuple[Tensor, Tensor]:

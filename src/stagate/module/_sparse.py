@@ -54,7 +54,8 @@ class _Aggregate(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         if ctx.needs_input_grad[1]:
             # d out / d h = A^T grad_out
-            grad_h = _csr_matmul(g.t_crow, g.t_col, alpha[g.t_perm], grad_out, h.shape[0])
+            grad_h = _csr_matmul(g.t_crow, g.t_col, alpha.index_select(0, g.t_perm), grad_out,
+                                 h.shape[0])
         if ctx.needs_input_grad[0] and _on_cpu(h):
             grad_alpha = _cpu_kernels.sddmm(g.crow, g.src, grad_out, h)
         elif ctx.needs_input_grad[0]:

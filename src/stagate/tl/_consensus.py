@@ -37,19 +37,21 @@ class _Run:
 
 def _train_and_cluster_runs(adata: AnnData, seeds: list[int], stagate_kwds: dict,
                             fit_kwds: dict, cluster_kwds: dict, checkpoint,
-                            n_jobs: int | None) -> tuple[list[_Run], int]:
-    """Train and cluster one run per seed; return the runs and the worker processes used.
+                            n_jobs: int | None) -> tuple[list[_Run], int, str]:
+    """Train and cluster one run per seed; return the runs, the worker processes used and
+    what they did side by side (``"runs"``, ``"clustering"`` or ``"nothing"``).
 
     On CPU, with full-batch training, the runs go side by side to forked worker processes,
     one thread each (:mod:`stagate.train._workers`; DLPFC slice: two runs in 15 s instead of
     21 s one after another on 2 cores). Whole rounds go to the workers; the runs of a last,
     partial round would leave cores idle on one thread each, so they run here afterwards on
     every core. Otherwise (GPU, minibatches, torchrun, ``n_jobs=1``, no fork) every run
-    trains here, one after another.
+    trains here, one after another; their clusterings (CPU, one core each) then go side by
+    side to worker processes where they can (not under torchrun, nor with ``n_jobs=1``).
     """
     workers = _n_workers(adata, len(seeds), stagate_kwds, n_jobs)
 
-    def one_run(item: tuple[int, int], in_worker: bool = False) -> _Run:
+    def train(item: tuple[int, int], in_worker: bool = False) -> tuple[STAGATE, float]:
         run, seed = item
         if not in_worker:
             log.info("consensus run %d of %d (seed %d)", run + 1, len(seeds), seed)
@@ -58,9 +60,17 @@ def _train_and_cluster_runs(adata: AnnData, seeds: list[int], stagate_kwds: dict
             {"show_progress": False} if in_worker else {}))
         model.fit(adata, checkpoint=run_checkpoint(checkpoint, run), **fit_kwds)
         model.drop_outputs()  # the reference run's are recomputed at the end
-        train_s = time.perf_counter() - t
-        labels, params = cluster_embedding(model.embedding_.astype(np.float64), **cluster_kwds)
-        return _Run(model, labels, params, train_s, time.perf_counter() - t - train_s)
+        return model, time.perf_counter() - t
+
+    def cluster(embedding: np.ndarray) -> tuple[np.ndarray, dict, float]:
+        t = time.perf_counter()
+        labels, params = cluster_embedding(embedding.astype(np.float64), **cluster_kwds)
+        return labels, params, time.perf_counter() - t
+
+    def one_run(item: tuple[int, int], in_worker: bool = False) -> _Run:
+        model, train_s = train(item, in_worker)
+        labels, params, cluster_s = cluster(model.embedding_)
+        return _Run(model, labels, params, train_s, cluster_s)
 
     def done(index: int, result: _Run) -> None:
         log.info("run %d of %d (seed %d): %d epochs in %.1f s, final loss %.5f", index + 1,
@@ -76,8 +86,22 @@ def _train_and_cluster_runs(adata: AnnData, seeds: list[int], stagate_kwds: dict
         runs = map_in_workers(partial(one_run, in_worker=True), items[:n_pool], workers,
                               on_result=done)
         items = items[n_pool:]
+    cluster_workers = _n_cluster_workers(len(items), n_jobs) if workers == 1 else 1
+    if cluster_workers > 1:
+        # training stays here (GPU, minibatches): the runs train one after another, then
+        # their clusterings (mclust, one CPU core each) go side by side to worker processes
+        trained = [train(item) for item in items]
+        log.info("clustering %d runs side by side in %d worker processes", len(items),
+                 cluster_workers)
+        clustered = map_in_workers(cluster, [m.embedding_ for m, _ in trained],
+                                   cluster_workers)
+        runs += [_Run(m, labels, params, train_s, cluster_s) for (m, train_s), (
+            labels, params, cluster_s) in zip(trained, clustered, strict=True)]
+        for i, run in enumerate(runs[-len(items):]):
+            done(items[i][0], run)
+        return runs, cluster_workers, "clustering"
     runs += [one_run(item) for item in items]
-    return runs, workers
+    return runs, workers, "runs" if workers > 1 else "nothing"
 
 
 def _n_workers(adata: AnnData, n_runs: int, stagate_kwds: dict, n_jobs: int | None) -> int:
@@ -95,6 +119,15 @@ def _n_workers(adata: AnnData, n_runs: int, stagate_kwds: dict, n_jobs: int | No
     if wanted < 2 or not (on_cpu and full_batch and can_fork()) or world()[1] > 1:
         return 1
     return wanted
+
+
+def _n_cluster_workers(n_runs: int, n_jobs: int | None) -> int:
+    """Worker processes that cluster runs trained in this process: ``n_jobs`` (None: one
+    per core), at most one per run; 1 where they cannot be forked or under torchrun."""
+    from ..train._distributed import world
+
+    wanted = min(n_runs, cpu_cores() if n_jobs is None else int(n_jobs))
+    return wanted if wanted > 1 and can_fork() and world()[1] == 1 else 1
 
 
 def run_seeds(random_state: int, n_runs: int) -> list[int]:
@@ -178,7 +211,8 @@ def consensus_domains(
         trains; on DLPFC 151673 the embeddings and domains were bit-identical with and
         without workers, though torch does not promise that for every operation and thread
         count. Runs on a GPU, with minibatches or under torchrun always train one after
-        another in this process.
+        another in this process; then (not under torchrun) their clusterings go side by
+        side to up to `n_jobs` worker processes.
     {copy}
     **stagate_kwds
         Training settings of :class:`stagate.model.STAGATE` (`hidden_dim`, `n_epochs`, `lr`,
@@ -195,8 +229,9 @@ def consensus_domains(
     ``uns['{{key_added}}']``
         ``params`` and ``consensus``: run seeds, reference run, pairwise ARI between runs and
         its mean (how stable the answer is), the seconds the runs spent training and
-        clustering (summed over runs), the wall-clock seconds of all runs, and the number of
-        worker processes used.
+        clustering (summed over runs), the wall-clock seconds of all runs, the number of
+        worker processes used and what they did side by side (``side_by_side``: ``"runs"``,
+        ``"clustering"`` or ``"nothing"``).
     The reference run's outputs under `embedding_key`, as :func:`stagate.tl.stagate` writes
     them, plus ``uns['{{embedding_key}}']['runs']`` (seed, final loss, seconds per run).
     """
@@ -212,8 +247,8 @@ def consensus_domains(
     cluster_kwds = {"n_domains": n_domains, "method": method, "model": cluster_model,
                     "random_state": cluster_random_state, "n_init": cluster_inits}
     t = time.perf_counter()
-    runs, workers = _train_and_cluster_runs(adata, seeds, stagate_kwds, fit_kwds, cluster_kwds,
-                                            checkpoint, n_jobs)
+    runs, workers, side_by_side = _train_and_cluster_runs(
+        adata, seeds, stagate_kwds, fit_kwds, cluster_kwds, checkpoint, n_jobs)
     runs_s = time.perf_counter() - t
     models = [r.model for r in runs]
     partitions = [r.labels for r in runs]
@@ -246,7 +281,8 @@ def consensus_domains(
                       "mean_agreement": info["mean_agreement"],
                       "mean_support": float(info["support"].mean()),
                       "train_seconds": train_s, "cluster_seconds": cluster_s,
-                      "runs_seconds": runs_s, "workers": workers},
+                      "runs_seconds": runs_s, "workers": workers,
+                      "side_by_side": side_by_side},
     }
     return target if copy else None
 
