@@ -84,22 +84,5 @@ def test_runs_on_cuda_are_clustered_in_workers(sim):
     kw = {"n_epochs": 30, "hidden_dim": 32, "latent_dim": 6, "show_progress": False}
     out = sg.tl.consensus_domains(sim, 4, n_runs=3, n_jobs=3, device="cuda", copy=True, **kw)
     record = out.uns["domain"]["consensus"]
-    assert record["side_by_side"] == "runs on the GPU and clustering"
-    assert record["workers"] == 3
+    assert record["side_by_side"] == "clustering" and record["workers"] == 3
     assert out.obs["domain"].nunique() == 4
-
-
-def test_runs_side_by_side_on_cuda_match_runs_alone(sim, caplog):
-    from stagate.model import fit_side_by_side
-
-    kw = {"n_epochs": 60, "hidden_dim": 32, "latent_dim": 6, "show_progress": False,
-          "device": "cuda"}
-    alone = [sg.STAGATE(random_state=s, **kw).fit(sim) for s in (3, 4, 5)]
-    together = [sg.STAGATE(random_state=s, **kw) for s in (3, 4, 5)]
-    with caplog.at_level(logging.INFO, logger="stagate"):
-        fit_side_by_side(together, sim)
-    assert caplog.text.count("recorded as a CUDA graph") == 3
-    for a, b in zip(alone, together, strict=True):
-        assert len(b.history_) == 60
-        np.testing.assert_allclose(b.history_, a.history_, rtol=1e-4)
-        np.testing.assert_allclose(b.embedding_, a.embedding_, rtol=1e-2, atol=1e-3)

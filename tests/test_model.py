@@ -161,17 +161,18 @@ def test_cuda_graphs_only_where_they_apply(monkeypatch):
 def test_replayed_losses_are_read_in_order_and_a_nan_names_its_epoch():
     import torch
 
+    from stagate._logging import progress
     from stagate._validation import StagateInputError
     from stagate.train._loop import CapturedStep, _read_losses, _set_lr
 
     step = CapturedStep(graph=None, loss=None, batch=None)
     step.pending = [torch.tensor(v, dtype=torch.float64) for v in (3.0, 2.0, 1.0)]
-    history = [5.0]
-    assert _read_losses(step, history, epoch=3, lr=1e-3) == 1.0
+    history, bar = [5.0], progress(show=False)
+    _read_losses(step, history, epoch=3, lr=1e-3, bar=bar)
     assert history == [5.0, 3.0, 2.0, 1.0] and step.n_pending == 0
     step.pending = [torch.tensor(0.5), torch.tensor(float("nan"))]
     with pytest.raises(StagateInputError, match="at epoch 6"):
-        _read_losses(step, history, epoch=5, lr=1e-3)
+        _read_losses(step, history, epoch=5, lr=1e-3, bar=bar)
 
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=torch.tensor(1e-3))
     lr_tensor = opt.param_groups[0]["lr"]
@@ -180,20 +181,3 @@ def test_replayed_losses_are_read_in_order_and_a_nan_names_its_epoch():
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=1e-3)
     _set_lr(opt, 5e-4)
     assert opt.param_groups[0]["lr"] == 5e-4
-
-
-def test_runs_side_by_side_equal_runs_alone_on_cpu(sim):
-    from stagate.model import fit_side_by_side
-
-    kw = {"n_epochs": 15, "hidden_dim": 32, "latent_dim": 6, "device": "cpu",
-          "show_progress": False}
-    alone = [sg.STAGATE(random_state=s, **kw).fit(sim) for s in (3, 4)]
-    together = [sg.STAGATE(random_state=s, **kw) for s in (3, 4)]
-    fit_side_by_side(together, sim)
-    for a, b in zip(alone, together, strict=True):
-        assert b.history_ == a.history_
-        np.testing.assert_array_equal(b.embedding_, a.embedding_)
-        np.testing.assert_array_equal(b.reconstruction_, a.reconstruction_)
-        assert (b.attention_ != a.attention_).nnz == 0
-    with pytest.raises(ValueError, match="lr"):
-        fit_side_by_side([sg.STAGATE(lr=1e-3, **kw), sg.STAGATE(lr=2e-3, **kw)], sim)

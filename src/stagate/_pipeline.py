@@ -324,8 +324,8 @@ def _train_and_cluster(adata: AnnData, cfg: PipelineConfig, mode: str, section_k
             tl.consensus_domains(adata, graph_key=train_graph, checkpoint=cfg.checkpoint,
                                  **cluster_kwds, **train_kwds)
         record = adata.uns[_keys.DOMAIN]["consensus"]
-        if record.get("side_by_side") != "runs":  # the runs trained here: their seconds
-            train_s = record["train_seconds"]  # add up to the time training took
+        if record.get("side_by_side") == "clustering":  # runs trained here, one by one
+            train_s = record["train_seconds"]
         else:  # runs may train and cluster side by side: split their wall-clock time by
             # the share each stage took within the runs
             busy = record["train_seconds"] + record["cluster_seconds"]

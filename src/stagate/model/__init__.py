@@ -1,5 +1,5 @@
 """AnnData glue around the torch module: the `STAGATE` estimator."""
 
-from ._stagate import STAGATE, fit_side_by_side
+from ._stagate import STAGATE
 
-__all__ = ["STAGATE", "fit_side_by_side"]
+__all__ = ["STAGATE"]

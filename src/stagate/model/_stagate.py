@@ -17,7 +17,7 @@ from .._defaults import DEFAULT_RECIPE, resolve_training
 from .._logging import log
 from .._validation import NotFittedError, resolve_device
 from ..module import STAGATEModule
-from ..train import Batch, train_loop, train_side_by_side
+from ..train import Batch, train_loop
 from ..train._distributed import init_from_env
 from ..train._loop import CONVERGENCE_TOL
 from ..train._minibatch import MinibatchPlan, neighbourhood_batch
@@ -164,6 +164,7 @@ class STAGATE:
         if n_ranks > 1 and batch_size is None:  # full batch = one batch of every spot
             batch_size = adata.n_obs
         self.batch_size_ = batch_size  # None: full batch
+        generator = torch.Generator().manual_seed(int(self.random_state))
         inputs = self._inputs(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,
                               pruned_key=pruned_key, batch_size=batch_size, rank=rank,
                               n_ranks=n_ranks)
@@ -176,7 +177,9 @@ class STAGATE:
         log.info("training STAGATE on %d spots x %d genes, %d edges (with self-loops), on %s, %s",
                  n_obs, len(genes), n_edges, self.device_,
                  "full batch" if batch_size is None else f"minibatches of {batch_size} spots")
-        self._new_module(len(genes))
+        self.module_ = STAGATEModule(len(genes), self.hidden_dim, self.latent_dim, self.alpha)
+        self.module_.reset_parameters(generator)
+        self.module_.to(self.device_)
         t0 = time.perf_counter()
         self.history_ = train_loop(
             self.module_, batches, n_values=n_obs * len(genes), n_epochs=self.n_epochs,
@@ -191,13 +194,6 @@ class STAGATE:
         self._infer_outputs(inputs, batches[0] if batch_size is None else None)
         self.is_trained_ = True
         return self
-
-    def _new_module(self, n_genes: int) -> None:
-        """A fresh module, initialised from `random_state`, on the device."""
-        generator = torch.Generator().manual_seed(int(self.random_state))
-        self.module_ = STAGATEModule(n_genes, self.hidden_dim, self.latent_dim, self.alpha)
-        self.module_.reset_parameters(generator)
-        self.module_.to(self.device_)
 
     def _inputs(self, adata: AnnData, *, layer, use_hvg, graph_key, pruned_key, batch_size,
                 rank: int = 0, n_ranks: int = 1) -> ModelInput | MinibatchPlan:
@@ -351,48 +347,3 @@ class STAGATE:
         self.module_.to(self.device_)
         return self.module_.encode(batch.x, batch.graph, **batch.inputs).z.cpu().numpy()
 
-
-
-#: the settings models trained side by side must share (all but the seed)
-_SHARED = ("hidden_dim", "latent_dim", "alpha", "n_epochs", "lr", "weight_decay",
-           "gradient_clip", "lr_schedule", "tol", "device")
-
-
-def fit_side_by_side(models: list[STAGATE], adata: AnnData, *, layer: str | None = None,
-                     use_hvg: bool = True, graph_key: str = _keys.GRAPH,
-                     pruned_key: str | None = None) -> None:
-    """Fit several models that differ only in `random_state` on `adata` at once.
-
-    Full batch, one process, no checkpoint: the voting runs of
-    :func:`stagate.tl.consensus_domains` on a GPU, where one run leaves most of the GPU
-    idle (:func:`stagate.train.train_side_by_side`: one CUDA stream and graph per run).
-    Each model ends as if fitted alone; its ``train_seconds_`` is its share of the time
-    they trained together.
-    """
-    first = models[0]
-    differ = [k for k in _SHARED if any(getattr(m, k) != getattr(first, k) for m in models)]
-    if differ:
-        msg = f"models trained side by side must share their settings; they differ in {differ}"
-        raise ValueError(msg)
-    pruned_key = (pruned_key or "spatial_pruned") if first.alpha > 0 else None
-    device = resolve_device(first.device)
-    inputs = model_input(adata, layer=layer, use_hvg=use_hvg, graph_key=graph_key,
-                         pruned_key=pruned_key)
-    batch = inputs.batch().to(device)
-    log.info("training %d runs side by side on %d spots x %d genes, %d edges (with "
-             "self-loops), on %s", len(models), inputs.x.shape[0], len(inputs.genes),
-             inputs.graph.n_edges, device)
-    for model in models:
-        model.device_, model.batch_size_, model.genes_ = device, None, inputs.genes
-        model._new_module(len(inputs.genes))
-    t0 = time.perf_counter()
-    histories = train_side_by_side(
-        [m.module_ for m in models], batch, n_values=inputs.x.shape[0] * len(inputs.genes),
-        n_epochs=first.n_epochs, lr=first.lr, weight_decay=first.weight_decay,
-        gradient_clip=first.gradient_clip, show_progress=first.show_progress, tol=first.tol,
-        lr_schedule=first.lr_schedule)
-    share = (time.perf_counter() - t0) / len(models)
-    for model, history in zip(models, histories, strict=True):
-        model.history_, model.train_seconds_ = history, share
-        model._infer_outputs(inputs, batch)
-        model.is_trained_ = True

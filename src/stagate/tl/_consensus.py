@@ -17,7 +17,7 @@ from .._docs import DOC_ADATA, DOC_COPY, doc_params
 from .._logging import log
 from .._validation import StagateInputError, check_n_domains, resolve_device
 from ..cluster._consensus import consensus_vote, match_labels
-from ..model import STAGATE, fit_side_by_side
+from ..model import STAGATE
 from ..train._workers import can_fork, cpu_cores, map_in_workers
 from ._domains import cluster_embedding, set_labels
 from ._stagate import write_results
@@ -39,8 +39,7 @@ def _train_and_cluster_runs(adata: AnnData, seeds: list[int], stagate_kwds: dict
                             fit_kwds: dict, cluster_kwds: dict, checkpoint,
                             n_jobs: int | None) -> tuple[list[_Run], int, str]:
     """Train and cluster one run per seed; return the runs, the worker processes used and
-    what they did side by side (``"runs"``, ``"runs on the GPU"``, ``"clustering"``,
-    ``"runs on the GPU and clustering"`` or ``"nothing"``).
+    what they did side by side (``"runs"``, ``"clustering"`` or ``"nothing"``).
 
     On CPU, with full-batch training, the runs go side by side to forked worker processes,
     one thread each (:mod:`stagate.train._workers`; DLPFC slice: two runs in 15 s instead of
@@ -87,35 +86,20 @@ def _train_and_cluster_runs(adata: AnnData, seeds: list[int], stagate_kwds: dict
         runs = map_in_workers(partial(one_run, in_worker=True), items[:n_pool], workers,
                               on_result=done)
         items = items[n_pool:]
-    together = workers == 1 and len(items) > 1 and n_jobs != 1 and _gpu_side_by_side(
-        adata, stagate_kwds, checkpoint)
     cluster_workers = _n_cluster_workers(len(items), n_jobs) if workers == 1 else 1
-    if together or cluster_workers > 1:
-        # training stays here (GPU, minibatches): on a GPU the runs train side by side
-        # (one CUDA stream each), else one after another; then their clusterings (mclust,
-        # one CPU core each) go side by side to worker processes
-        if together:
-            models = [STAGATE(random_state=seed, **stagate_kwds) for _, seed in items]
-            fit_side_by_side(models, adata, **fit_kwds)
-            for model in models:
-                model.drop_outputs()
-            trained = [(m, m.train_seconds_) for m in models]
-        else:
-            trained = [train(item) for item in items]
-        embeddings = [m.embedding_ for m, _ in trained]
-        if cluster_workers > 1:
-            log.info("clustering %d runs side by side in %d worker processes", len(items),
-                     cluster_workers)
-            clustered = map_in_workers(cluster, embeddings, cluster_workers)
-        else:
-            clustered = [cluster(e) for e in embeddings]
+    if cluster_workers > 1:
+        # training stays here (GPU, minibatches): the runs train one after another, then
+        # their clusterings (mclust, one CPU core each) go side by side to worker processes
+        trained = [train(item) for item in items]
+        log.info("clustering %d runs side by side in %d worker processes", len(items),
+                 cluster_workers)
+        clustered = map_in_workers(cluster, [m.embedding_ for m, _ in trained],
+                                   cluster_workers)
         runs += [_Run(m, labels, params, train_s, cluster_s) for (m, train_s), (
             labels, params, cluster_s) in zip(trained, clustered, strict=True)]
         for i, run in enumerate(runs[-len(items):]):
             done(items[i][0], run)
-        mode = " and ".join(["runs on the GPU"] * together + ["clustering"] * (
-            cluster_workers > 1))
-        return runs, cluster_workers, mode
+        return runs, cluster_workers, "clustering"
     runs += [one_run(item) for item in items]
     return runs, workers, "runs" if workers > 1 else "nothing"
 
@@ -135,17 +119,6 @@ def _n_workers(adata: AnnData, n_runs: int, stagate_kwds: dict, n_jobs: int | No
     if wanted < 2 or not (on_cpu and full_batch and can_fork()) or world()[1] > 1:
         return 1
     return wanted
-
-
-def _gpu_side_by_side(adata: AnnData, stagate_kwds: dict, checkpoint) -> bool:
-    """Whether the runs train side by side on one GPU (:func:`fit_side_by_side`): CUDA,
-    full batch, one process, no checkpoint (checkpointed runs train one by one)."""
-    from ..model._stagate import resolve_batch_size
-    from ..train._distributed import world
-
-    device = resolve_device(stagate_kwds.get("device", "auto"))
-    full_batch = resolve_batch_size(stagate_kwds.get("batch_size", "auto"), adata.n_obs) is None
-    return device.type == "cuda" and full_batch and checkpoint is None and world()[1] == 1
 
 
 def _n_cluster_workers(n_runs: int, n_jobs: int | None) -> int:
@@ -257,9 +230,8 @@ def consensus_domains(
         ``params`` and ``consensus``: run seeds, reference run, pairwise ARI between runs and
         its mean (how stable the answer is), the seconds the runs spent training and
         clustering (summed over runs), the wall-clock seconds of all runs, the number of
-        worker processes used and what went side by side (``side_by_side``: ``"runs"`` in
-        CPU workers, ``"runs on the GPU"``, ``"clustering"`` in CPU workers, both of the
-        last two, or ``"nothing"``).
+        worker processes used and what they did side by side (``side_by_side``: ``"runs"``,
+        ``"clustering"`` or ``"nothing"``).
     The reference run's outputs under `embedding_key`, as :func:`stagate.tl.stagate` writes
     them, plus ``uns['{{embedding_key}}']['runs']`` (seed, final loss, seconds per run).
     """

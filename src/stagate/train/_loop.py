@@ -125,14 +125,11 @@ def train_loop(
                 # losses stay on the GPU and are read in blocks: no wait for the GPU per epoch
                 if tol is not None or captured.n_pending >= GRAPH_READ_EVERY \
                         or epoch == n_epochs - 1:
-                    bar.set_postfix(loss=f"{_read_losses(captured, history, epoch, lr):.4f}")
+                    _read_losses(captured, history, epoch, lr, bar)
                 continue
             total = 0.0
             optimiser.zero_grad(set_to_none=True)
-            # before a CUDA graph is recorded, the warm-up epochs run on a side stream (after
-            # what this stream did, the learning rate's update included)
-            if graphed:
-                side_stream.wait_stream(torch.cuda.current_stream(device))
+            # before a CUDA graph is recorded, the warm-up epochs run on a side stream
             with torch.cuda.stream(side_stream) if graphed else contextlib.nullcontext():
                 for batch in batches:
                     batch = batch.to(device)
@@ -248,16 +245,16 @@ def _capture(step_module, module, optimiser, batch, scale: float, gradient_clip:
     return CapturedStep(graph, loss.detach(), batch)
 
 
-def _read_losses(captured: CapturedStep, history: list[float], epoch: int, lr: float) -> float:
-    """Move the replayed epochs' losses into `history` (one wait for the GPU); return the
-    last. `epoch` is the last replayed epoch."""
+def _read_losses(captured: CapturedStep, history: list[float], epoch: int, lr: float,
+                 bar) -> None:
+    """Move the replayed epochs' losses into `history` (one wait for the GPU)."""
     values = torch.stack(captured.pending).tolist()
     captured.pending.clear()
     first = epoch + 1 - len(values)
     for i, total in enumerate(values):
         _check_finite(total, first + i, lr)
         history.append(total)
-    return values[-1]
+    bar.set_postfix(loss=f"{values[-1]:.4f}")
 
 
 def _set_lr(optimiser, value: float) -> None:
@@ -266,121 +263,6 @@ def _set_lr(optimiser, value: float) -> None:
             group["lr"].fill_(value)
         else:
             group["lr"] = value
-
-
-# -- several runs at once ----------------------------------------------------------------------
-class _LockstepRun:
-    """One of the runs :func:`train_side_by_side` trains: its module, optimiser, stream."""
-
-    def __init__(self, module: STAGATEModule, lr: float, weight_decay: float,
-                 graphed: bool) -> None:
-        device = module.W1.device
-        self.module, self.step_module = module, SeedLoss(module)
-        self.optimiser = torch.optim.Adam(
-            module.parameters(), lr=torch.tensor(lr, device=device) if graphed else lr,
-            weight_decay=weight_decay, capturable=graphed)
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        if self.stream is not None:  # the data and weights were made on the current stream
-            self.stream.wait_stream(torch.cuda.current_stream(device))
-        self.captured: CapturedStep | None = None
-        self.history: list[float] = []
-        self.stopped = False
-
-    def on_stream(self):
-        return torch.cuda.stream(self.stream) if self.stream is not None \
-            else contextlib.nullcontext()
-
-
-def train_side_by_side(
-    modules: Sequence[STAGATEModule],
-    batch: Batch,
-    *,
-    n_values: int,
-    n_epochs: int,
-    lr: float,
-    weight_decay: float,
-    gradient_clip: float,
-    show_progress: bool = True,
-    tol: float | None = None,
-    window: int = CONVERGENCE_WINDOW,
-    lr_schedule: str = "constant",
-) -> list[list[float]]:
-    """Train several modules on the same full batch at once; return each one's losses.
-
-    For the voting runs on one GPU: one run's epoch on a few thousand spots leaves most of
-    the GPU idle, so the runs advance epoch by epoch together, each on its own CUDA stream
-    with its own recorded graph (see :func:`use_cuda_graph`, which also governs the
-    graphs here), and the GPU works on all of them at once. Each run computes what
-    :func:`train_loop` computes for it alone: the same operations, its own optimiser, its
-    own gradient clip; on CPU (no streams, no graphs) the results are bit-identical to
-    training the runs one after another. A run whose loss flattens (`tol`) stops on its
-    own. No checkpoints: runs that must be resumable train one by one in :func:`train_loop`.
-    """
-    if lr_schedule not in LR_SCHEDULES:
-        msg = f"lr_schedule == {lr_schedule!r}, must be one of {', '.join(LR_SCHEDULES)}."
-        raise ValueError(msg)
-    device = modules[0].W1.device
-    graphed = use_cuda_graph(device, [batch], n_ranks=1, checkpoint=None)
-    runs = [_LockstepRun(m, lr, weight_decay, graphed) for m in modules]
-    for run in runs:
-        run.module.train()
-    scale = 1.0 / n_values
-    bar = progress(range(n_epochs), show=show_progress, desc=f"training {len(runs)} runs",
-                   unit="epoch", total=n_epochs)
-    t0 = time.perf_counter()
-    try:
-        for epoch in bar:
-            for run in runs:
-                run.stopped = run.stopped or converged(run.history, tol, window)
-            if all(run.stopped for run in runs):
-                break
-            rate = learning_rate(epoch, n_epochs, lr, lr_schedule)
-            if graphed and epoch == GRAPH_WARMUP_EPOCHS:
-                torch.cuda.synchronize(device)  # nothing of the others in flight: record
-                for run in runs:
-                    if not run.stopped:
-                        run.captured = _capture(run.step_module, run.module, run.optimiser,
-                                                batch, scale, gradient_clip, run.stream)
-            for run in runs:
-                if run.stopped:
-                    continue
-                with run.on_stream():
-                    _set_lr(run.optimiser, rate)
-                    if run.captured is not None:
-                        run.captured.replay()
-                        if tol is not None or run.captured.n_pending >= GRAPH_READ_EVERY \
-                                or epoch == n_epochs - 1:
-                            _read_losses(run.captured, run.history, epoch, lr)
-                        continue
-                    run.optimiser.zero_grad(set_to_none=True)
-                    loss = run.step_module(batch) * scale
-                    loss.backward()
-                    total = float(loss.detach())
-                    _step(run.module, run.optimiser, gradient_clip)
-                    _check_finite(total, epoch, lr)
-                    run.history.append(total)
-            if epoch % 10 == 0 or epoch == n_epochs - 1:
-                done = [run.history[-1] for run in runs if run.history]
-                if done:
-                    bar.set_postfix(loss=f"{sum(done) / len(done):.4f}")
-        for run in runs:  # losses still on the GPU (a run stopped early by `tol` has none)
-            if run.captured is not None and run.captured.n_pending:
-                with run.on_stream():
-                    _read_losses(run.captured, run.history, len(run.history)
-                                 + run.captured.n_pending - 1, lr)
-    except KeyboardInterrupt:
-        log.warning("interrupted at epoch %d; runs trained side by side save no checkpoint",
-                    max(len(run.history) for run in runs))
-        raise
-    finally:
-        bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    log.info("trained %d runs side by side, %d epochs, in %.1f s", len(runs),
-             max(len(run.history) for run in runs), time.perf_counter() - t0)
-    for run in runs:
-        run.module.eval()
-    return [run.history for run in runs]
 
 
 LR_SCHEDULES = ("constant", "cosine")
