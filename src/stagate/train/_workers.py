@@ -78,6 +78,17 @@ def _run(index: int):
         raise
 
 
+def _import_once_for_all() -> None:
+    """Import here what each worker would otherwise import for itself.
+
+    The first ``torch.optim`` optimiser a process makes imports torch._dynamo (~1.4 s on a
+    2-core CPU: its methods are wrapped to keep torch.compile out). Imported before the fork,
+    it is inherited; otherwise every worker, and the run trained here after them, pays it:
+    on STARmap that was 2.8 of a consensus's ~17 s.
+    """
+    import torch._dynamo  # noqa: F401
+
+
 def map_in_workers(fn: Callable, items: Sequence, n_workers: int, *,
                    on_result: Callable | None = None) -> list:
     """``[fn(item) for item in items]`` computed in `n_workers` forked processes.
@@ -89,6 +100,7 @@ def map_in_workers(fn: Callable, items: Sequence, n_workers: int, *,
     """
     global _JOB
     compile_serial_kernels()  # compiled once here, inherited by every worker
+    _import_once_for_all()
     _JOB = (fn, list(items))
     pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("fork"),
                                initializer=_start_worker)
