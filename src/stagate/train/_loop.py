@@ -129,7 +129,10 @@ def train_loop(
                 continue
             total = 0.0
             optimiser.zero_grad(set_to_none=True)
-            # before a CUDA graph is recorded, the warm-up epochs run on a side stream
+            # before a CUDA graph is recorded, the warm-up epochs run on a side stream, after
+            # what this stream did (the learning rate's update included)
+            if graphed:
+                side_stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side_stream) if graphed else contextlib.nullcontext():
                 for batch in batches:
                     batch = batch.to(device)
