@@ -86,7 +86,10 @@ class STAGATE:
         seed gives bit-identical results on CPU. On CUDA, sparse products use atomics and
         results may differ in the last bits between runs.
     device
-        ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
+        ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``. On CUDA, full-batch
+        training without a checkpoint records its step once as a CUDA graph and replays it
+        every epoch (~6x faster per epoch on small slices; ``STAGATE_CUDA_GRAPHS=0`` in the
+        environment turns it off).
     batch_size
         ``"auto"``: the whole graph at once up to :data:`FULL_BATCH_MAX_SPOTS` spots, else
         minibatches of 8192 seed spots. An integer forces minibatches of that many seeds,
