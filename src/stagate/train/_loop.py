@@ -153,6 +153,8 @@ def train_loop(
             if ckpt is not None and rank == 0 and (epoch + 1) % checkpoint_every == 0:
                 _save(ckpt, module, optimiser, history, fingerprint)
     except KeyboardInterrupt:
+        if captured is not None and captured.n_pending:  # replayed epochs count too
+            _read_losses(captured, history, len(history) + captured.n_pending - 1, lr)
         if ckpt is not None and rank == 0:
             _save(ckpt, module, optimiser, history, fingerprint)
             log.warning("interrupted at epoch %d; checkpoint saved to %s", len(history), ckpt)
