@@ -181,3 +181,16 @@ def test_replayed_losses_are_read_in_order_and_a_nan_names_its_epoch():
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=1e-3)
     _set_lr(opt, 5e-4)
     assert opt.param_groups[0]["lr"] == 5e-4
+
+
+@pytest.mark.parametrize("batch_size", [None, 150])
+def test_fit_without_outputs_keeps_the_same_embedding(sim, batch_size):
+    kw = {"n_epochs": 8, "hidden_dim": 32, "latent_dim": 6, "device": "cpu",
+          "show_progress": False, "batch_size": batch_size}
+    full = sg.STAGATE(**kw).fit(sim)
+    lean = sg.STAGATE(**kw).fit(sim, keep_outputs=False)
+    np.testing.assert_array_equal(lean.embedding_, full.embedding_)
+    assert lean.reconstruction_ is None and lean.attention_ is None
+    lean.infer(sim)  # computed on demand, as after drop_outputs
+    np.testing.assert_array_equal(lean.reconstruction_, full.reconstruction_)
+    assert (lean.attention_ != full.attention_).nnz == 0

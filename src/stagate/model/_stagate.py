@@ -154,9 +154,15 @@ class STAGATE:
     def fit(
         self, adata: AnnData, *, layer: str | None = None, use_hvg: bool = True,
         graph_key: str = _keys.GRAPH, pruned_key: str | None = None,
-        checkpoint: str | os.PathLike | None = None,
+        checkpoint: str | os.PathLike | None = None, keep_outputs: bool = True,
     ) -> STAGATE:
-        """Train on `adata` (log-normalised expression in `layer` or X; graph in obsp)."""
+        """Train on `adata` (log-normalised expression in `layer` or X; graph in obsp).
+
+        With ``keep_outputs=False`` only the embedding is computed after training: the
+        reconstruction (spots x genes) and the attention are left out, as after
+        :meth:`drop_outputs` (:meth:`infer` computes them later). The voting runs of
+        :func:`stagate.tl.consensus_domains` need only their embeddings.
+        """
         # the pruned graph matters only to the cell type-aware module
         pruned_key = (pruned_key or "spatial_pruned") if self.alpha > 0 else None
         self.device_ = resolve_device(self.device)
@@ -194,7 +200,8 @@ class STAGATE:
                 batch_size=batch_size),
         )
         self.train_seconds_ = time.perf_counter() - t0
-        self._infer_outputs(inputs, batches[0] if batch_size is None else None)
+        self._infer_outputs(inputs, batches[0] if batch_size is None else None,
+                            embedding_only=not keep_outputs)
         self.is_trained_ = True
         return self
 
@@ -210,11 +217,13 @@ class STAGATE:
         plan.rank, plan.n_ranks = rank, n_ranks
         return plan
 
-    def _infer_outputs(self, inputs: ModelInput | MinibatchPlan, batch: Batch | None) -> None:
+    def _infer_outputs(self, inputs: ModelInput | MinibatchPlan, batch: Batch | None, *,
+                       embedding_only: bool = False) -> None:
         if isinstance(inputs, MinibatchPlan):
-            self._infer_batched(inputs)
+            self._infer_batched(inputs, embedding_only=embedding_only)
         else:
-            self._infer(batch if batch is not None else inputs.batch().to(self.device_), inputs)
+            self._infer(batch if batch is not None else inputs.batch().to(self.device_), inputs,
+                        embedding_only=embedding_only)
 
     def infer(self, adata: AnnData, *, layer: str | None = None, use_hvg: bool = True,
               graph_key: str = _keys.GRAPH, pruned_key: str | None = None) -> STAGATE:
@@ -261,19 +270,21 @@ class STAGATE:
         return resolve_batch_size(self.batch_size, n_obs)
 
     @torch.no_grad()
-    def _infer_batched(self, plan: MinibatchPlan) -> None:
+    def _infer_batched(self, plan: MinibatchPlan, *, embedding_only: bool = False) -> None:
         """Embedding, reconstruction and attention, batch by batch (2 hops each)."""
         n = plan.n_obs
         z = np.empty((n, self.latent_dim), dtype=np.float32)
-        x_hat = np.empty((n, len(self.genes_)), dtype=np.float32)
+        x_hat = None if embedding_only else np.empty((n, len(self.genes_)), dtype=np.float32)
         rows, cols, vals = [], [], []
         for seeds in plan.chunks:  # compact tiles: thin halos
             batch, nodes = neighbourhood_batch(seeds, plan.adj, plan.x,
                                                pruned_adj=plan.pruned_adj)
             batch = batch.to(self.device_)
             enc = self.module_.encode(batch.x, batch.graph, **batch.inputs)
-            h3 = self.module_.decode_hidden(enc, batch.graph)
             z[seeds] = enc.z[: seeds.size].cpu().numpy()
+            if embedding_only:
+                continue
+            h3 = self.module_.decode_hidden(enc, batch.graph)
             x_hat[seeds] = self.module_.reconstruct(h3[: seeds.size]).clamp_min_(0).cpu().numpy()
             dst, src = batch.graph.dst.cpu().numpy(), batch.graph.src.cpu().numpy()
             mine = dst < seeds.size  # the seeds' rows are complete
@@ -282,14 +293,21 @@ class STAGATE:
             vals.append(enc.alpha[torch.as_tensor(mine, device=enc.alpha.device)].float()
                         .cpu().numpy())
         self.embedding_, self.reconstruction_ = z, x_hat
+        if embedding_only:
+            self.attention_ = None
+            return
         att = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                             shape=(n, n))
         att.sort_indices()
         self.attention_ = att
 
     @torch.no_grad()
-    def _infer(self, batch: Batch, data: ModelInput) -> None:
+    def _infer(self, batch: Batch, data: ModelInput, *, embedding_only: bool = False) -> None:
         enc = self.module_.encode(batch.x, batch.graph, **batch.inputs)
+        if embedding_only:
+            self.embedding_ = enc.z.cpu().numpy()
+            self.reconstruction_ = self.attention_ = None
+            return
         x_hat = self.module_.reconstruct(self.module_.decode_hidden(enc, batch.graph))
         self.embedding_ = enc.z.cpu().numpy()
         self.reconstruction_ = x_hat.clamp_min_(0).cpu().numpy()  # denoised: negatives -> 0

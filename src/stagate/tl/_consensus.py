@@ -58,8 +58,10 @@ def _train_and_cluster_runs(adata: AnnData, seeds: list[int], stagate_kwds: dict
         t = time.perf_counter()
         model = STAGATE(random_state=seed, **stagate_kwds | (
             {"show_progress": False} if in_worker else {}))
-        model.fit(adata, checkpoint=run_checkpoint(checkpoint, run), **fit_kwds)
-        model.drop_outputs()  # the reference run's are recomputed at the end
+        # only the embedding: the reference run's reconstruction and attention are computed
+        # at the end
+        model.fit(adata, checkpoint=run_checkpoint(checkpoint, run), keep_outputs=False,
+                  **fit_kwds)
         return model, time.perf_counter() - t
 
     def cluster(embedding: np.ndarray) -> tuple[np.ndarray, dict, float]:
