@@ -137,3 +137,14 @@ def test_uniform_attention_is_said_so(finished_run):
     uneven = sp.diags(1 / np.asarray(uneven.sum(1)).ravel()) @ uneven  # rows sum to 1
     adata.obsp["STAGATE_attention"] = sp.csr_matrix(uneven)
     assert said not in render_report(adata, summary)
+
+
+def test_the_recipe_line_says_what_the_workers_did():
+    from stagate.report._report import _side_by_side
+
+    assert _side_by_side({"workers": 1}) == ""
+    assert _side_by_side({"workers": 2, "side_by_side": "runs"}) == (
+        " trained in 2 worker processes")
+    # on a GPU the runs train in the process; only their clusterings go to the workers
+    assert "clustered in 5 worker processes" in _side_by_side(
+        {"workers": 5, "side_by_side": "clustering"})

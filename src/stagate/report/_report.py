@@ -65,6 +65,16 @@ def _table(frame: pd.DataFrame, caption: str | None = None, digits: int = 3) -> 
 
 
 # -- sections ---------------------------------------------------------------------------------
+def _side_by_side(vote: dict) -> str:
+    """What the voting runs' worker processes did, for the recipe line."""
+    workers = vote.get("workers", 1)
+    if workers <= 1:
+        return ""
+    if vote.get("side_by_side") == "clustering":  # trained here (GPU, minibatches)
+        return f", trained one by one and clustered in {workers} worker processes"
+    return f" trained in {workers} worker processes"
+
+
 def _what_was_run(summary: dict) -> dict:
     cfg = summary.get("config", {})
     recipe = summary.get("recipe", {})
@@ -79,8 +89,7 @@ def _what_was_run(summary: dict) -> dict:
               ("recipe", f"{recipe.get('name')}: {recipe.get('n_epochs')} epochs, "
                          f"{recipe.get('lr_schedule')} lr {recipe.get('lr')}, width "
                          f"{recipe.get('hidden_dim')}, {recipe.get('n_runs')} run(s)"
-                         + (f" trained in {vote['workers']} worker processes"
-                            if vote.get("workers", 1) > 1 else "")),
+                         + _side_by_side(vote)),
               ("seed", summary["seed"]), ("device", summary["device"]),
               ("graph", ", ".join(f"{k} {v}" for k, v in summary.get("graph", {}).items())),
               ("clustering", cfg.get("cluster_method", "mclust")
