@@ -247,3 +247,29 @@ def test_a_fitted_model_pickles_by_value(sim):
                                  back.module_.state_dict().items(), strict=True):
         assert torch.equal(w, v), name
     np.testing.assert_array_equal(back.transform(sim), model.transform(sim))
+
+
+@needs_fork
+def test_workers_never_wait_on_a_progress_bar_lock_held_in_the_parent(tmp_path):
+    """A thread of the parent (tqdm's monitor, say) may hold tqdm's lock when the workers
+    are forked; they must not wait for it (the suite once hung there). Run in a child
+    process with a timeout, so a regression fails instead of hanging."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import stagate as sg
+        from tqdm.auto import tqdm
+        a = sg.datasets.simulate(300, n_genes=100, n_domains=3, random_state=0)
+        sg.pp.preprocess(a)
+        sg.pp.spatial_network(a)
+        with tqdm.get_lock():  # held here for the whole vote, workers forked meanwhile
+            sg.tl.consensus_domains(a, 3, n_runs=2, n_jobs=2, n_epochs=5, hidden_dim=16,
+                                    latent_dim=4, device="cpu", show_progress=False)
+        print("voted", a.obs["domain"].nunique())
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "voted 3" in done.stdout

@@ -57,10 +57,31 @@ def _die_with_parent() -> None:
 
 def _start_worker() -> None:
     _die_with_parent()
+    _private_progress_lock()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: save and stop
     torch.set_num_threads(1)
     threadpool_limits(1, user_api="blas")  # numpy's BLAS too: workers share the cores
     use_serial_kernels()
+
+
+def _private_progress_lock() -> None:
+    """Give this worker a tqdm lock of its own, shared with no other process.
+
+    tqdm's default lock is a multiprocessing lock shared by the parent and every forked
+    worker, plus a thread lock copied at the fork. A worker forked while another thread of
+    the parent (tqdm's monitor) held it, or a worker ended while holding the shared one,
+    leaves every later bar, silent ones included, waiting forever: the test suite once hung
+    in a worker creating its (silent) training bar. Workers draw no bars, so a private lock
+    loses nothing.
+    """
+    import threading
+
+    from tqdm import tqdm as std_tqdm
+    from tqdm.auto import tqdm as auto_tqdm
+
+    lock = threading.RLock()
+    for cls in {std_tqdm, auto_tqdm}:
+        cls.set_lock(lock)
 
 
 _interrupted = False  # in a worker: Ctrl-C came; the runs still queued must not start
