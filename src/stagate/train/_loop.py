@@ -154,7 +154,7 @@ def train_loop(
                 _save(ckpt, module, optimiser, history, fingerprint)
     except KeyboardInterrupt:
         if captured is not None and captured.n_pending:  # replayed epochs count too
-            _read_losses(captured, history, len(history) + captured.n_pending - 1, lr)
+            _read_losses(captured, history, len(history) + captured.n_pending - 1, lr, bar)
         if ckpt is not None and rank == 0:
             _save(ckpt, module, optimiser, history, fingerprint)
             log.warning("interrupted at epoch %d; checkpoint saved to %s", len(history), ckpt)
