@@ -304,12 +304,11 @@ class STAGATE:
     @torch.no_grad()
     def _infer(self, batch: Batch, data: ModelInput, *, embedding_only: bool = False) -> None:
         enc = self.module_.encode(batch.x, batch.graph, **batch.inputs)
+        self.embedding_ = enc.z.cpu().numpy()
         if embedding_only:
-            self.embedding_ = enc.z.cpu().numpy()
             self.reconstruction_ = self.attention_ = None
             return
         x_hat = self.module_.reconstruct(self.module_.decode_hidden(enc, batch.graph))
-        self.embedding_ = enc.z.cpu().numpy()
         self.reconstruction_ = x_hat.clamp_min_(0).cpu().numpy()  # denoised: negatives -> 0
         self.attention_ = data.graph.to_scipy(enc.alpha.float())
 

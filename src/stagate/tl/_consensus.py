@@ -107,25 +107,21 @@ def _train_and_cluster_runs(adata: AnnData, seeds: list[int], stagate_kwds: dict
 
 
 def _n_workers(adata: AnnData, n_runs: int, stagate_kwds: dict, n_jobs: int | None) -> int:
-    """Worker processes for `n_runs` runs: ``n_jobs`` (None: one per core), at most one
-    per run, and 1 where runs cannot or should not leave this process."""
+    """Worker processes that train `n_runs` runs: as :func:`_n_cluster_workers`, and 1
+    unless the runs train on CPU on the full batch (else they stay in this process)."""
     from ..model._stagate import resolve_batch_size
-    from ..train._distributed import world
 
     if n_jobs is not None and (int(n_jobs) != n_jobs or n_jobs < 1):
         msg = f"n_jobs == {n_jobs!r}, must be a positive integer or None (one per core)."
         raise StagateInputError(msg)
-    wanted = min(n_runs, cpu_cores() if n_jobs is None else int(n_jobs))
     full_batch = resolve_batch_size(stagate_kwds.get("batch_size", "auto"), adata.n_obs) is None
     on_cpu = resolve_device(stagate_kwds.get("device", "auto")).type == "cpu"
-    if wanted < 2 or not (on_cpu and full_batch and can_fork()) or world()[1] > 1:
-        return 1
-    return wanted
+    return _n_cluster_workers(n_runs, n_jobs) if on_cpu and full_batch else 1
 
 
 def _n_cluster_workers(n_runs: int, n_jobs: int | None) -> int:
-    """Worker processes that cluster runs trained in this process: ``n_jobs`` (None: one
-    per core), at most one per run; 1 where they cannot be forked or under torchrun."""
+    """Worker processes for `n_runs` tasks: ``n_jobs`` (None: one per core), at most one
+    per task; 1 where they cannot be forked or under torchrun."""
     from ..train._distributed import world
 
     wanted = min(n_runs, cpu_cores() if n_jobs is None else int(n_jobs))
