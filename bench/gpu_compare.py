@@ -124,34 +124,16 @@ def run_ours(name: str, seed: int, recipe: str, device: str) -> dict:
 
 
 def run_original(name: str, seed: int, device: str) -> dict:
-    import STAGATE_pyG
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
-    from stagate.cluster import mclust
-    from stagate.tl._metrics import annotated_mask
-
+    """The original as bench/compare_worker.py runs it on CPU, on `device`."""
     spec = cw.DATASETS[name]
+    cw.stages.clear()
     a = cw.load(name)
-    seconds = {}
-    t = time.perf_counter()
-    cw.tutorial_preprocess(a)
-    STAGATE_pyG.Cal_Spatial_Net(a, rad_cutoff=spec["radius"], verbose=False)
-    seconds["prepare"] = time.perf_counter() - t
-    sync(device)
-    t = time.perf_counter()
-    a = STAGATE_pyG.train_STAGATE(a, random_seed=seed, verbose=False, device=device)
-    sync(device)
-    seconds["train"] = time.perf_counter() - t
-    t = time.perf_counter()
-    labels = mclust(np.asarray(a.obsm["STAGATE"], dtype=np.float64), spec["n_domains"],
-                    model="EEE", random_state=cw.MCLUST_SEED)
-    seconds["cluster"] = time.perf_counter() - t
-    truth = a.obs[spec["label_key"]]
-    known = annotated_mask(truth)  # "NA" is no layer: left out, as our own scores do
-    tr, p = truth[known].astype(str).to_numpy(), np.asarray(labels)[known]
-    return {"method": "stagate_modern", "dataset": name, "seed": seed,
-            "ari": adjusted_rand_score(tr, p), "nmi": normalized_mutual_info_score(tr, p),
-            "seconds": seconds, "epochs": 1000}
+    emb = cw.run_stagate_modern(a, spec, seed, device=device)
+    with cw.stage("cluster"):
+        labels = cw.mclust_domains(emb, spec)
+    ari, nmi = cw.score(a, spec, labels)
+    return {"method": "stagate_modern", "dataset": name, "seed": seed, "ari": ari,
+            "nmi": nmi, "seconds": dict(cw.stages), "epochs": 1000}
 
 
 def main() -> None:
