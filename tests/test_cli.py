@@ -32,6 +32,11 @@ def test_demo_end_to_end(tmp_path):
                 "ari", "nmi", "nonspatial_ari"):
         assert key in summary
     assert set(summary["seconds"]) >= {"graph", "train", "cluster", "total"}
+    # the heaviest PAGA path runs through every domain; over the simulated truth's groups too
+    assert sorted(summary["paga"]["path"]) == ["1", "2", "3"]
+    assert len(summary["paga"]["path_main_label"]) == 3
+    assert sorted(summary["paga"]["label_path"]) == sorted(
+        anndata.read_h5ad(out / "stagate.h5ad").obs["domain_truth"].astype(str).unique())
     for f in ("stagate.h5ad", "domains.png", "umap.png"):
         assert (out / f).stat().st_size > 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -62,6 +64,58 @@ def test_paga_follows_a_layered_embedding(rng):
     assert (a.obsp["connectivities"] != sp.identity(a.n_obs)).nnz == 0
     assert "paga" not in a.uns
     assert sg.tl.paga_path(a) in (["A", "B", "C"], ["C", "B", "A"])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
+def test_paga_path_is_the_heaviest_order(rng, n):
+    from itertools import permutations
+
+    from stagate.tl._downstream import _heaviest_path
+
+    for _ in range(5):
+        w = rng.random((n, n))
+        w = np.triu(w, 1) + np.triu(w, 1).T
+        got = _heaviest_path(w)
+        assert sorted(got) == list(range(n))
+        weight = sum(w[a, b] for a, b in itertools.pairwise(got))
+        brute = max(sum(w[a, b] for a, b in itertools.pairwise(p))
+                    for p in permutations(range(n)))
+        assert weight == pytest.approx(brute)
+
+
+def test_paga_path_is_not_fooled_by_a_hub(rng):
+    # a chain A-B-C-D-E whose middle group also links weakly to both ends: starting at the
+    # weakest group and taking the strongest next edge (greedy) leaves the chain; the
+    # heaviest path keeps it
+    names = list("ABCDE")
+    w = np.zeros((5, 5))
+    for a, b, v in [(0, 1, 0.9), (1, 2, 0.3), (2, 3, 0.3), (3, 4, 0.9), (2, 0, 0.25),
+                    (2, 4, 0.25)]:
+        w[a, b] = w[b, a] = v
+    a = _planted(rng, 20)
+    a.obs["group"] = pd.Categorical(rng.choice(names, a.n_obs), categories=names)
+    a.uns["STAGATE_paga"] = {"connectivities": sp.csr_matrix(w), "groups": "group",
+                             "names": names}
+    assert sg.tl.paga_path(a) in (names, names[::-1])
+
+
+def test_paga_over_an_annotation_leaves_the_domains_and_missing_labels(rng):
+    a = _planted(rng, 80)
+    layers = a.obs["domain"].cat.codes.to_numpy()
+    a.obsm["STAGATE"] = np.column_stack([layers + rng.normal(0, 0.25, layers.size),
+                                         rng.normal(0, 0.25, layers.size)]).astype(np.float32)
+    labels = np.array(["L1", "L2", "L3"])[layers].astype(object)
+    labels[:5] = "NA"
+    sg.tl.embedding_umap(a)
+    a.obs["layer"] = labels  # plain strings, not categories: left as they are
+    sg.tl.paga(a, "layer")
+    assert a.obs["layer"].dtype == object
+    record = a.uns["STAGATE_paga_layer"]
+    assert record["names"] == ["L1", "L2", "L3", "NA"]
+    assert record["connectivities"].shape == (4, 4)
+    assert sg.tl.paga_path(a, paga_key="STAGATE_paga_layer") in (["L1", "L2", "L3"],
+                                                                  ["L3", "L2", "L1"])
+    assert sg.tl.paga_path(a) in (["A", "B", "C"], ["C", "B", "A"])  # the domains' stays
 
 
 def test_morans_i_matches_the_formula(sim):

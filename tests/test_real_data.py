@@ -112,3 +112,23 @@ def test_dlpfc_white_matter_markers_are_the_myelin_genes():
     myelin = {"ENSG00000197971", "ENSG00000168314", "ENSG00000123560"}  # MBP, MOBP, PLP1
     assert myelin <= set(wm.gene)
     assert (wm[wm.gene.isin(myelin)].p_value_adj < 1e-50).all()
+
+
+def test_dlpfc_embedding_learns_the_layer_order():
+    """PAGA over the annotated layers, on the neighbour graph of one default-recipe run's
+    embedding, is the cortical order WM - L6 - ... - L1, as its heaviest path and as scanpy's
+    spanning tree (each layer joined to the next and nothing else)."""
+    a = ad.read_h5ad(data_file("dlpfc_151673"))
+    sg.pp.preprocess(a)
+    sg.pp.spatial_network(a)
+    sg.tl.stagate(a, recipe="default", random_state=0, show_progress=False, device="cpu")
+    a = a[~a.obs["layer"].astype(str).isin(["NA", "nan"]).to_numpy()].copy()
+    sg.tl.embedding_umap(a, groupby=None)
+    sg.tl.paga(a, "layer")
+    order = ["WM", "L6", "L5", "L4", "L3", "L2", "L1"]
+    assert sg.tl.paga_path(a, paga_key="STAGATE_paga_layer") in (order, order[::-1])
+    record = a.uns["STAGATE_paga_layer"]
+    tree = record["connectivities_tree"].toarray()
+    edges = {frozenset((record["names"][i], record["names"][j]))
+             for i, j in zip(*np.nonzero(tree + tree.T), strict=True)}
+    assert edges == {frozenset(p) for p in zip(order, order[1:], strict=False)}

@@ -23,7 +23,7 @@ from ._logging import log
 from ._validation import StagateInputError, check_counts, check_n_domains, finite_or_none
 from .pp._sections import section_categories
 from .tl._consensus import checkpoint_beside
-from .tl._metrics import annotated_mask
+from .tl._metrics import annotated_mask, composition
 from .tl._stagate import store_reconstruction
 
 #: obs column of the refined domains (``--refine``); the domains are ``obs[_keys.DOMAIN]``,
@@ -121,6 +121,8 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
     if cfg.umap:
         with stages("umap", "UMAP and PAGA of the embedding (--no-umap skips them)"):
             tl.embedding_umap(adata, groupby=_keys.DOMAIN, random_state=cfg.seed)
+            if cfg.label_key is not None:  # has the embedding learnt the annotation's order?
+                tl.paga(adata, cfg.label_key)
     if cfg.downstream:
         with stages("markers", "marker genes, Moran's I, attention by domain (--no-report "
                                "skips them)"):
@@ -155,6 +157,8 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
     }
     if cfg.downstream:
         summary["downstream"] = downstream
+    if cfg.umap:
+        summary["paga"] = _paga_summary(adata, cfg.label_key)
     if section_key is not None:
         summary["sections"] = _sections_summary(adata, section_key, mode, spatial_key, cfg)
     if cfg.label_key is not None:
@@ -180,6 +184,17 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
 #: genes detected in fewer spots than this are not tested for markers (no power, only
 #: multiple-testing burden)
 MARKER_MIN_SPOTS = 10
+
+
+def _paga_summary(adata: AnnData, label_key: str | None) -> dict:
+    """The heaviest PAGA path over the domains and, with labels, over the annotation."""
+    out = {"path": tl.paga_path(adata)}
+    if label_key is not None:
+        mostly = composition(adata, label_key).idxmax(axis=1)
+        out["path_main_label"] = [str(mostly.get(d, "")) for d in out["path"]]
+        out["label_path"] = tl.paga_path(adata,
+                                         paga_key=f"{_keys.EMBEDDING}_paga_{label_key}")
+    return out
 
 
 def add_downstream(adata: AnnData, graph_key: str) -> dict:

@@ -22,6 +22,7 @@ from anndata import AnnData
 
 from .. import _keys, pl
 from .._logging import log
+from ..tl._metrics import composition
 
 TEMPLATE = "template.html.j2"
 #: marker rows shown per domain in the report's table
@@ -130,7 +131,7 @@ def _domains(adata: AnnData, summary: dict) -> dict:
         table["share of runs agreeing"] = support.reindex(sizes.index).to_numpy()
     tables = [_table(table)]
     if label_key and label_key in adata.obs:
-        counts = _composition(adata, label_key)
+        counts = composition(adata, label_key)
         index = sizes.index.astype(str)
         table[f"main {label_key}"] = counts.idxmax(axis=1).reindex(index).to_numpy()
         table["its share of the annotated spots"] = (
@@ -144,21 +145,6 @@ def _domains(adata: AnnData, summary: dict) -> dict:
                 f"{summary['consensus']['mean_pairwise_ari']:.3f} (1 = identical).")
     return _section("domains", "Spatial domains", kpis=kpis, text=text, tables=tables,
                     figures=figures)
-
-
-def _composition(adata: AnnData, label_key: str) -> pd.DataFrame:
-    """Spots per (domain, annotation); spots without an annotation ("NA", missing) are left
-    out, as they are from the ARI."""
-    from ..tl._metrics import annotated_mask
-
-    known = annotated_mask(adata.obs[label_key])
-    counts = pd.crosstab(adata.obs[_keys.DOMAIN][known].astype(str),
-                         adata.obs[label_key][known].astype(str))
-    order = [str(c) for c in adata.obs[_keys.DOMAIN].cat.categories if str(c) in counts.index]
-    counts = counts.loc[order]
-    counts.index.name = None
-    counts.columns.name = None
-    return counts
 
 
 def _qc(adata: AnnData) -> dict:
@@ -203,17 +189,26 @@ def _umap(adata: AnnData, label_key: str | None = None) -> dict | None:
     if paga_key in adata.uns:
         from ..tl import paga_path
 
+        labelled = bool(label_key and label_key in adata.obs)
+        mostly = composition(adata, label_key).idxmax(axis=1) if labelled else pd.Series()
+
+        def named(domain: str) -> str:  # with its most frequent annotation, when there is one
+            return f"{domain} ({mostly[domain]})" if domain in mostly.index else domain
+
         conn = sp.csr_matrix(adata.uns[paga_key]["connectivities"]).toarray()
-        names = list(adata.obs[_keys.DOMAIN].cat.categories)
+        names = [named(str(d)) for d in adata.obs[_keys.DOMAIN].cat.categories]
         tables.append(_table(pd.DataFrame(conn, columns=names).assign(
             domain=names)[["domain", *names]], "PAGA connectivity between domains"))
-        path = paga_path(adata)
-        if label_key and label_key in adata.obs:  # name each domain by its main annotation
-            mostly = _composition(adata, label_key).idxmax(axis=1)
-            path = [f"{d} ({mostly[d]})" if d in mostly.index else d for d in path]
-        text = ("Strongest PAGA path (from the least connected domain): " + " - ".join(path)
-                + (f"; in brackets each domain's most frequent {label_key}"
-                   if label_key and label_key in adata.obs else ""))
+        path = [named(d) for d in paga_path(adata)]
+        text = ("Strongest PAGA path (the order of the domains whose neighbours in it are "
+                "the most connected): " + " - ".join(path)
+                + (f"; in brackets each domain's most frequent {label_key}." if labelled
+                   else "."))
+        label_paga = f"{_keys.EMBEDDING}_paga_{label_key}"
+        if labelled and label_paga in adata.uns:
+            text += (f" The same path over the annotation's own groups, on the same embedding "
+                     f"graph: {' - '.join(paga_path(adata, paga_key=label_paga))}. It shows the "
+                     f"order the embedding has learnt, whatever the clustering made of it.")
     return _section("umap", "UMAP and PAGA", text=text, tables=tables, figures=figures)
 
 

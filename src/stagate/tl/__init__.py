@@ -10,6 +10,7 @@ from ._downstream import (
     embedding_umap,
     markers,
     morans_i,
+    paga,
     paga_path,
 )
 from ._metrics import score_domains
@@ -18,5 +19,5 @@ from ._sections import section_agreement, section_mixing
 from ._stagate import stagate
 
 __all__ = ["attention_by_domain", "consensus_domains", "denoised_matrix", "domains",
-           "embedding_umap", "evaluate_denoising", "markers", "morans_i", "paga_path",
+           "embedding_umap", "evaluate_denoising", "markers", "morans_i", "paga", "paga_path",
            "refine_domains", "score_domains", "section_agreement", "section_mixing", "stagate"]

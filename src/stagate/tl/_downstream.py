@@ -18,6 +18,7 @@ from .. import _keys
 from .._docs import DOC_ADATA, doc_params
 from .._logging import log
 from .._validation import require_key
+from ._metrics import MISSING_LABELS
 
 #: layout epochs of the UMAP of the embedding (see embedding_umap)
 UMAP_EPOCHS = 200
@@ -82,51 +83,159 @@ def embedding_umap(
         sc.settings.verbosity = verbosity
     adata.uns.pop(f"{key}_umap", None)  # the UMAP's parameters: not needed, keep uns small
     if groupby is not None:
-        require_key(adata, "obs", groupby, "cluster the embedding first (stagate.tl.domains)")
-        saved = adata.uns.pop("paga", None)  # scanpy writes uns['paga']: the user's stays
-        try:
-            sc.tl.paga(adata, groups=groupby, neighbors_key=neighbors_key)
-            paga = adata.uns.pop("paga")
-        finally:
-            if saved is not None:
-                adata.uns["paga"] = saved
-        adata.uns[f"{key}_paga"] = {
-            "connectivities": sp.csr_matrix(paga["connectivities"]),
-            "connectivities_tree": sp.csr_matrix(paga["connectivities_tree"]),
-            "groups": groupby,
-        }
+        paga(adata, groupby, key=key)
     log.info("added obsm[%r], obsp[%r]%s", f"{key}_umap", f"{key}_connectivities",
              f", uns[{key + '_paga'!r}]" if groupby else "")
 
 
-def paga_path(adata: AnnData, key: str = _keys.EMBEDDING) -> list[str]:
-    """The groups in the order of the strongest PAGA path.
+@doc_params(adata=DOC_ADATA)
+def paga(
+    adata: AnnData,
+    groupby: str = _keys.DOMAIN,
+    *,
+    key: str = _keys.EMBEDDING,
+    key_added: str | None = None,
+) -> None:
+    """PAGA between groups of spots on the embedding's neighbour graph.
 
-    Starts at the group with the weakest total connectivity (an end), then repeatedly goes
-    to the most connected unvisited group. For a layered tissue (cortex) this is the order of
-    the layers when the embedding has learnt it.
+    scanpy's ``paga`` on the graph :func:`embedding_umap` stored under `key`. Run it on the
+    domains to see how they relate, or on an annotation (cortical layers) to see whether the
+    embedding itself has learnt their order, whatever the clustering made of it.
+
+    Parameters
+    ----------
+    {adata}
+    groupby
+        obs column of the groups to connect.
+    key
+        Prefix the neighbour graph was stored under (``uns['{{key}}_neighbors']``).
+    key_added
+        uns key of the result; default ``'{{key}}_paga'`` for the domains and
+        ``'{{key}}_paga_{{groupby}}'`` for any other column.
+
+    Returns
+    -------
+    ``uns[key_added]``
+        ``connectivities`` (groups x groups, sparse), ``connectivities_tree`` (scanpy's
+        spanning tree of the strongest connections), ``groups`` (`groupby`) and ``names``
+        (the groups, in the order of the matrices' rows).
+    """
+    neighbors_key = f"{key}_neighbors"
+    require_key(adata, "uns", neighbors_key, "run stagate.tl.embedding_umap first")
+    require_key(adata, "obs", groupby, "cluster the embedding first (stagate.tl.domains)")
+    if key_added is None:
+        key_added = f"{key}_paga" if groupby == _keys.DOMAIN else f"{key}_paga_{groupby}"
+    saved = adata.uns.pop("paga", None)  # scanpy writes uns['paga']: the user's stays
+    restore = None
+    if adata.obs[groupby].dtype != "category":  # scanpy wants categories; leave obs as it was
+        restore = adata.obs[groupby]
+        adata.obs[groupby] = restore.astype(str).astype("category")
+    try:
+        names = [str(n) for n in adata.obs[groupby].cat.categories]
+        sc.tl.paga(adata, groups=groupby, neighbors_key=neighbors_key)
+        result = adata.uns.pop("paga")
+    finally:
+        if saved is not None:
+            adata.uns["paga"] = saved
+        if restore is not None:
+            adata.obs[groupby] = restore
+    adata.uns[key_added] = {
+        "connectivities": sp.csr_matrix(result["connectivities"]),
+        "connectivities_tree": sp.csr_matrix(result["connectivities_tree"]),
+        "groups": groupby,
+        "names": names,
+    }
+
+
+#: groups up to which paga_path finds the best order exactly (2^n subsets); above, greedily
+EXACT_PATH_MAX_GROUPS = 14
+
+
+def paga_path(adata: AnnData, key: str = _keys.EMBEDDING, *,
+              paga_key: str | None = None) -> list[str]:
+    """The groups in the order PAGA connects most strongly: the heaviest path through all.
+
+    Among all orders of the groups, the one whose consecutive groups have the largest summed
+    PAGA connectivity (a maximum-weight Hamiltonian path), read from its less connected end.
+    For a layered tissue (cortex) this is the order of the layers when the embedding has
+    learnt it. Found exactly by dynamic programming over subsets (Held-Karp) up to
+    ``EXACT_PATH_MAX_GROUPS`` groups; above that, greedily from the least connected group.
+    Groups named like a missing annotation ("NA", "nan", "unknown", ...) are left out.
 
     Parameters
     ----------
     adata
-        With ``uns['{key}_paga']`` (:func:`embedding_umap`).
+        With a PAGA result (:func:`embedding_umap` or :func:`paga`).
     key
-        Prefix the PAGA result was stored under.
+        Prefix the PAGA result was stored under: ``uns['{key}_paga']``.
+    paga_key
+        The uns key of the PAGA result itself, instead of `key` (e.g. ``'STAGATE_paga_layer'``).
 
     Returns
     -------
     The group names along the path.
     """
-    record = adata.uns[f"{key}_paga"]
-    conn = np.asarray(sp.csr_matrix(record["connectivities"]).todense())
-    names = list(adata.obs[record["groups"]].cat.categories)
+    record = adata.uns[paga_key or f"{key}_paga"]
+    conn = np.asarray(sp.csr_matrix(record["connectivities"]).todense(), dtype=np.float64)
+    names = record.get("names")
+    if names is None:
+        names = list(adata.obs[record["groups"]].astype("category").cat.categories)
+    keep = [i for i, name in enumerate(names) if str(name) not in MISSING_LABELS]
+    names = [names[i] for i in keep]
+    conn = np.maximum(conn, conn.T)[np.ix_(keep, keep)]
     np.fill_diagonal(conn, 0)
-    order = [int(np.argmin(conn.sum(1)))]
-    while len(order) < len(names):
-        row = conn[order[-1]].copy()
+    if len(names) <= EXACT_PATH_MAX_GROUPS:
+        order = _heaviest_path(conn)
+    else:
+        order = _greedy_path(conn)
+    strength = conn.sum(1)
+    if strength[order[-1]] < strength[order[0]]:  # read from the less connected end
+        order = order[::-1]
+    return [str(names[i]) for i in order]
+
+
+def _heaviest_path(w: np.ndarray) -> list[int]:
+    """Held-Karp over subsets: best[mask, j] = heaviest path visiting `mask`, ending at j.
+
+    Written here because no library we depend on solves a maximum-weight Hamiltonian path;
+    at 7-14 groups the 2^n x n table is small (14 groups: 230k cells).
+    """
+    n = len(w)
+    if n <= 2:
+        return list(range(n))
+    full = (1 << n) - 1
+    best = np.full((1 << n, n), -np.inf)
+    came = np.full((1 << n, n), -1, dtype=np.int64)
+    best[1 << np.arange(n), np.arange(n)] = 0.0
+    bits = 1 << np.arange(n)
+    for mask in range(1, full):
+        # every path over `mask` ending at j, extended by every k outside it: best over j
+        extended = best[mask][:, None] + w
+        j_best = np.argmax(extended, axis=0)  # ties: the lowest j, so deterministic
+        value = extended[j_best, np.arange(n)]
+        for k in np.flatnonzero((mask & bits) == 0):
+            nxt = mask | int(bits[k])
+            if value[k] > best[nxt, k]:
+                best[nxt, k] = value[k]
+                came[nxt, k] = j_best[k]
+    j = int(np.argmax(best[full]))
+    order, mask = [j], full
+    while came[mask, j] >= 0:
+        prev = int(came[mask, j])
+        mask ^= 1 << j
+        order.append(prev)
+        j = prev
+    return order[::-1]
+
+
+def _greedy_path(w: np.ndarray) -> list[int]:
+    """From the least connected group, repeatedly the most connected unvisited one."""
+    order = [int(np.argmin(w.sum(1)))]
+    while len(order) < len(w):
+        row = w[order[-1]].copy()
         row[order] = -1
         order.append(int(np.argmax(row)))
-    return [str(names[i]) for i in order]
+    return order
 
 
 @doc_params(adata=DOC_ADATA)

@@ -19,6 +19,19 @@ def annotated_mask(labels: pd.Series | np.ndarray) -> np.ndarray:
     return (~s.isna() & ~s.astype(str).isin(MISSING_LABELS)).to_numpy()
 
 
+def composition(adata: AnnData, label_key: str, domain_key: str = "domain") -> pd.DataFrame:
+    """Spots per (domain, annotation), domains in their own order; spots without an
+    annotation ("NA", missing) are left out, as they are from the ARI."""
+    known = annotated_mask(adata.obs[label_key])
+    counts = pd.crosstab(adata.obs[domain_key][known].astype(str),
+                         adata.obs[label_key][known].astype(str))
+    domains = adata.obs[domain_key].astype("category").cat.categories
+    counts = counts.loc[[str(c) for c in domains if str(c) in counts.index]]
+    counts.index.name = None
+    counts.columns.name = None
+    return counts
+
+
 def score_domains(adata: AnnData, *, label_key: str, domain_key: str = "domain",
                   groupby: str | None = None) -> dict:
     """ARI and NMI of ``obs[domain_key]`` against ``obs[label_key]`` on annotated spots.
