@@ -92,7 +92,8 @@ def _what_was_run(summary: dict) -> dict:
                          f"{recipe.get('hidden_dim')}, {recipe.get('n_runs')} run(s)"
                          + _side_by_side(vote)),
               ("seed", summary["seed"]), ("device", summary["device"]),
-              ("graph", ", ".join(f"{k} {v}" for k, v in summary.get("graph", {}).items())),
+              ("graph", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                  for k, v in summary.get("graph", {}).items())),
               ("clustering", cfg.get("cluster_method", "mclust")
                + (f", best BIC of {recipe['cluster_inits']} starts"
                   if recipe.get("cluster_inits", 1) > 1
