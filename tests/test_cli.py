@@ -260,6 +260,30 @@ def test_an_empty_file_says_it_has_no_spots(sim_raw, tmp_path):
     assert res.exit_code == 1 and "no spots" in res.output, res.output
 
 
+def test_empty_spots_are_refused_or_dropped_with_min_counts(sim_raw, tmp_path):
+    a = sim_raw.copy()
+    x = a.X.toarray() if hasattr(a.X, "toarray") else np.array(a.X)
+    x[:4] = 0  # four spots with no counts (imaging segmentations have them)
+    x[4, :] = 0
+    x[4, 0] = 1  # one count: kept by --min-counts 1
+    a.X = x
+    path = tmp_path / "in.h5ad"
+    a.write_h5ad(path)
+    before = path.read_bytes()
+    res = CliRunner().invoke(cli, ["run", str(path), "--n-domains", "3", "--out",
+                                   str(tmp_path / "o"), *FAST])
+    assert res.exit_code == 1 and "--min-counts 1" in res.output, res.output
+    res = CliRunner().invoke(cli, ["run", str(path), "--n-domains", "3", "--min-counts", "1",
+                                   "--out", str(tmp_path / "o"), *FAST])
+    assert res.exit_code == 0, res.output
+    out = anndata.read_h5ad(tmp_path / "o" / "stagate.h5ad")
+    assert out.n_obs == a.n_obs - 4 and a.obs_names[4] in out.obs_names
+    assert path.read_bytes() == before  # the input is never modified
+    res = CliRunner().invoke(cli, ["run", str(path), "--n-domains", "3", "--min-counts",
+                                   "10000000", "--out", str(tmp_path / "o2"), *FAST])
+    assert res.exit_code == 1 and "lower --min-counts" in res.output, res.output
+
+
 @pytest.mark.parametrize("args, match", [
     (["--radius", "-5"], "--radius must be a positive number"),
     (["--radius", "0"], "--radius must be a positive number"),

@@ -42,6 +42,7 @@ class PipelineConfig:
     # expression
     n_top_genes: int | None = 3000
     log_normalised: bool = False  # input X is already log-normalised: skip preprocessing
+    min_counts: int = 0  # drop spots with fewer total counts first (1: the empty ones)
     # graph
     radius: float | str | None = "auto"
     n_neighbors: int | None = None
@@ -274,6 +275,8 @@ def _prepare(adata: AnnData, cfg: PipelineConfig, *, copy: bool):
             adata.obs = adata.obs.rename(columns={col: kept})
             if cfg.label_key == col:
                 cfg = replace(cfg, label_key=kept)
+    if cfg.min_counts > 0:
+        adata = _drop_spots_below(adata, cfg.min_counts)
     mode = _section_mode(adata, cfg)
     section_key = cfg.section_key if mode != "single" else None
     if section_key is not None:  # categories in section order, for every step below
@@ -286,6 +289,23 @@ def _prepare(adata: AnnData, cfg: PipelineConfig, *, copy: bool):
         pp.preprocess(adata, n_top_genes=cfg.n_top_genes, layer=layer, batch_key=section_key,
                       subset=False)
     return adata, cfg, mode, section_key
+
+
+def _drop_spots_below(adata: AnnData, min_counts: int) -> AnnData:
+    """The spots with at least `min_counts` total counts (X, else layers['counts'])."""
+    counts = adata.X if _counts_layer(adata) is None else adata.layers[_keys.COUNTS_LAYER]
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    keep = totals >= min_counts
+    if keep.all():
+        return adata
+    if not keep.any():
+        msg = (f"No spot has {min_counts} counts or more (most counts in a spot: "
+               f"{totals.max():g}); lower --min-counts.")
+        raise StagateInputError(msg)
+    log.warning("dropped %d of %d spots with fewer than %d counts (--min-counts); the "
+                "results hold the other %d", int((~keep).sum()), adata.n_obs, min_counts,
+                int(keep.sum()))
+    return adata[keep].copy()
 
 
 def _build_graphs(adata: AnnData, cfg: PipelineConfig, mode: str, section_key: str | None,

@@ -168,6 +168,7 @@ def _config(n_domains, label_key, opts: dict, **extra):
     return PipelineConfig(
         n_domains=n_domains, label_key=label_key, seed=opts["seed"], device=opts["device"],
         n_top_genes=opts["n_top_genes"], log_normalised=opts.get("log_normalised", False),
+        min_counts=opts.get("min_counts", 0),
         radius=radius, n_neighbors=opts["n_neighbors"],
         target_neighbors=opts["target_neighbors"], library_key=opts["library_key"],
         section_key=opts["section_key"], sections=opts["sections_mode"],
@@ -239,6 +240,9 @@ def _batch_size(value: str):
               help="obs column with a manual annotation: report ARI/NMI against it.")
 @click.option("--log-normalised", is_flag=True,
               help="X is already log-normalised (skip HVG selection and normalisation).")
+@click.option("--min-counts", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Drop spots with fewer total counts before anything else (1: the empty "
+                   "ones); the results hold the other spots.")
 @_shared_options
 def run(input_paths: tuple[Path, ...], n_domains: int, label_key: str | None,
         input_format: str, coords: Path | None, bin_size: int, x_col: str | None,

@@ -77,7 +77,8 @@ def preprocess(
         names = target.obs_names[totals == 0][:5].tolist()
         msg = (
             f"{int((totals == 0).sum())} spot(s) have no counts at all (e.g. {names}); "
-            f"remove them first (sc.pp.filter_cells(adata, min_counts=1))."
+            f"remove them first (sc.pp.filter_cells(adata, min_counts=1); on the command "
+            f"line: --min-counts 1)."
         )
         raise StagateInputError(msg)
 
