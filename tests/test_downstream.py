@@ -183,3 +183,38 @@ def test_genes_plot_says_when_a_gene_has_no_reconstruction(sim_raw):
     texts = [t.get_text() for t in axes[1, 0].texts]
     assert any("not a model gene" in t for t in texts)
     assert len(axes[0, 0].figure.axes) == 3  # two maps, one colour bar (measured only)
+
+
+def _layered_embedding(rng, n):
+    a = AnnData(np.zeros((n, 1), dtype=np.float32))
+    layer = rng.integers(0, 3, n)
+    a.obsm["STAGATE"] = np.column_stack([layer + rng.normal(0, 0.2, n),
+                                         rng.normal(0, 0.2, (n, 4))]).astype(np.float32)
+    a.obs["domain"] = pd.Categorical(np.array(list("ABC"))[layer])
+    return a
+
+
+def test_umap_and_leiden_above_scanpy_approximate_size(rng):
+    """Above 8,192 spots scanpy 1.11 searches neighbours with pynndescent and then fails on
+    scipy >= 1.17's sparse arrays (AttributeError: getnnz); ours searches exactly up to
+    100,000 spots: the same neighbours as brute force."""
+    a = _layered_embedding(rng, 9000)
+    sg.tl.embedding_umap(a)
+    assert sg.tl.paga_path(a) in (["A", "B", "C"], ["C", "B", "A"])
+    x = a.obsm["STAGATE"]
+    conn = a.obsp["STAGATE_connectivities"].tocsr()
+    for i in (0, 4321, 8999):  # every one of a spot's 14 nearest spots is connected to it
+        nearest = np.argsort(((x - x[i]) ** 2).sum(1))[1:15]
+        assert set(nearest) <= set(conn[i].indices)
+    sg.tl.domains(a, 3, method="leiden", key_added="leiden")
+    assert a.obs["leiden"].nunique() == 3
+
+
+def test_approximate_neighbours_hand_scanpy_a_sparse_matrix(rng, monkeypatch):
+    from stagate import _knn
+
+    monkeypatch.setattr(_knn, "EXACT_UP_TO", 8192)  # pynndescent for 9,000 spots
+    a = _layered_embedding(rng, 9000)
+    _knn.neighbors(a, use_rep="STAGATE", n_neighbors=10)
+    assert a.obsp["connectivities"].shape == (9000, 9000)
+    assert np.median(np.diff(a.obsp["distances"].tocsr().indptr)) >= 9

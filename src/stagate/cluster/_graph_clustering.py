@@ -10,6 +10,7 @@ import numpy as np
 import scanpy as sc
 from anndata import AnnData
 
+from .._knn import neighbors
 from .._logging import log
 
 
@@ -33,8 +34,8 @@ def knn_graph_clusters(
     ``(labels, resolution)`` with labels in 0..k-1.
     """
     tmp = AnnData(np.asarray(data, dtype=np.float32))
-    sc.pp.neighbors(tmp, n_neighbors=min(n_neighbors, tmp.n_obs - 1), use_rep="X",
-                    random_state=random_state)
+    neighbors(tmp, n_neighbors=min(n_neighbors, tmp.n_obs - 1), use_rep="X",
+              random_state=random_state)
 
     def run(res: float) -> np.ndarray:
         if method == "leiden":

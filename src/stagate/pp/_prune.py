@@ -9,6 +9,7 @@ from anndata import AnnData
 
 from .. import _keys
 from .._docs import DOC_ADATA, DOC_COPY, DOC_RANDOM_STATE, doc_params
+from .._knn import neighbors
 from .._logging import log
 from .._validation import StagateInputError
 
@@ -91,7 +92,7 @@ def precluster(adata: AnnData, *, resolution: float, n_pcs: int, random_state: i
     tmp = AnnData(adata.X.astype(np.float32) if adata.X is not None else None)
     n_comps = max(1, min(n_pcs, tmp.n_obs - 1, tmp.n_vars - 1))
     sc.pp.pca(tmp, n_comps=n_comps, random_state=random_state)
-    sc.pp.neighbors(tmp, random_state=random_state)
+    neighbors(tmp, random_state=random_state)
     sc.tl.leiden(tmp, resolution=resolution, random_state=random_state, flavor="igraph",
                  n_iterations=2, directed=False)
     return tmp.obs["leiden"].to_numpy().astype(str)

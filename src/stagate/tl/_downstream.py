@@ -16,6 +16,7 @@ from anndata import AnnData
 
 from .. import _keys
 from .._docs import DOC_ADATA, doc_params
+from .._knn import neighbors
 from .._logging import log
 from .._validation import require_key
 from ._metrics import MISSING_LABELS
@@ -63,11 +64,11 @@ def embedding_umap(
     require_key(adata, "obsm", use_rep, "run stagate.tl.stagate (or consensus_domains) first")
     key = key_added or use_rep
     neighbors_key = f"{key}_neighbors"
-    # Gaussian-kernel connectivities on exact neighbours: the UMAP-style fuzzy set needs a
-    # numba compilation that took ~4 s of every run (DLPFC slice: 4.3 s vs 0.4 s), and PAGA
-    # and the layout need only a weighted kNN graph
-    sc.pp.neighbors(adata, use_rep=use_rep, n_neighbors=min(n_neighbors, adata.n_obs - 1),
-                    random_state=random_state, key_added=neighbors_key, method="gauss")
+    # Gaussian-kernel connectivities (on exact neighbours up to 8,192 spots): the UMAP-style
+    # fuzzy set needs a numba compilation that took ~4 s of every run (DLPFC slice: 4.3 s vs
+    # 0.4 s), and PAGA and the layout need only a weighted kNN graph
+    neighbors(adata, use_rep=use_rep, n_neighbors=min(n_neighbors, adata.n_obs - 1),
+              random_state=random_state, key_added=neighbors_key, method="gauss")
     # scanpy names the obsp matrices after key_added; keep ours: {key}_connectivities
     for kind in ("connectivities", "distances"):
         adata.obsp[f"{key}_{kind}"] = adata.obsp.pop(f"{neighbors_key}_{kind}")
