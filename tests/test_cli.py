@@ -404,3 +404,28 @@ def test_disk_full_while_writing_leaves_earlier_results(h5ad, tmp_path, monkeypa
     assert "Traceback" not in res.output
     assert (out / "summary.json").read_text() == before  # the earlier run's results stand
     assert not list(tmp_path.glob(".o.stagate-tmp-*"))
+
+
+def test_a_failing_optional_stage_keeps_the_domains(h5ad, tmp_path, monkeypatch):
+    """UMAP or the report failing after training must not cost the run its results."""
+    import stagate
+    import stagate.report
+
+    def broken(*args, **kwargs):
+        msg = "simulated failure"
+        raise RuntimeError(msg)
+
+    monkeypatch.setattr(stagate.tl, "embedding_umap", broken)
+    monkeypatch.setattr(stagate.report, "write_report", broken)
+    out = tmp_path / "o"
+    res = CliRunner().invoke(cli, ["run", str(h5ad), "--n-domains", "4", "--epochs", "15",
+                                   "--quiet", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "optional umap stage failed (RuntimeError: simulated failure)" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["failed_stages"]) == {"umap", "report"}
+    assert "paga" not in summary and "downstream" in summary  # markers still ran
+    result = anndata.read_h5ad(out / "stagate.h5ad")
+    assert result.obs["domain"].nunique() == 4 and "STAGATE_umap" not in result.obsm
+    assert (out / "markers.csv").exists()
+    assert not (out / "report.html").exists() and not (out / "umap.png").exists()

@@ -119,14 +119,18 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
     if cfg.refine:
         with stages("cluster"):
             tl.refine_domains(adata, _keys.DOMAIN, key_added=REFINED)
+    failed: dict[str, str] = {}  # optional stages that failed: the domains are kept anyway
     if cfg.umap:
-        with stages("umap", "UMAP and PAGA of the embedding (--no-umap skips them)"):
+        with (stages("umap", "UMAP and PAGA of the embedding (--no-umap skips them)"),
+              optional_stage("umap", "--no-umap", failed)):
             tl.embedding_umap(adata, groupby=_keys.DOMAIN, random_state=cfg.seed)
             if cfg.label_key is not None:  # has the embedding learnt the annotation's order?
                 tl.paga(adata, cfg.label_key)
+    downstream = None
     if cfg.downstream:
-        with stages("markers", "marker genes, Moran's I, attention by domain (--no-report "
-                               "skips them)"):
+        with (stages("markers", "marker genes, Moran's I, attention by domain (--no-report "
+                                "skips them)"),
+              optional_stage("markers", "--no-report", failed)):
             downstream = add_downstream(adata, train_graph)
     seconds = stages.seconds
     seconds["total"] = time.perf_counter() - t_all
@@ -156,10 +160,13 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpus": os.cpu_count()},
     }
-    if cfg.downstream:
+    if downstream is not None:
         summary["downstream"] = downstream
-    if cfg.umap:
-        summary["paga"] = _paga_summary(adata, cfg.label_key)
+    if f"{_keys.EMBEDDING}_paga" in adata.uns:
+        with optional_stage("paga", "--no-umap", failed):
+            summary["paga"] = _paga_summary(adata, cfg.label_key)
+    if failed:
+        summary["failed_stages"] = failed
     if section_key is not None:
         summary["sections"] = _sections_summary(adata, section_key, mode, spatial_key, cfg)
     if cfg.label_key is not None:
@@ -261,6 +268,20 @@ class Stages:
 
     def add(self, name: str, seconds: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+
+@contextlib.contextmanager
+def optional_stage(name: str, skip_option: str, failed: dict[str, str]):
+    """Run a stage whose failure must not cost the run its domains (UMAP, markers, report):
+    an error is logged as a warning and recorded in `failed` (summary.json `failed_stages`),
+    and the run goes on; hours of training are not lost to a figure."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - any error of an optional stage; Ctrl-C passes
+        failed[name] = f"{type(err).__name__}: {err}"
+        log.warning("the %s stage failed (%s: %s); the domains, embedding and other results "
+                    "are written without it (%s skips it). Please report this error.",
+                    name, type(err).__name__, err, skip_option, exc_info=log.isEnabledFor(10))
 
 
 def _prepare(adata: AnnData, cfg: PipelineConfig, *, copy: bool):
@@ -688,7 +709,11 @@ def write_outputs(adata: AnnData, summary: dict, out: Path, *, force: bool = Fal
             from .report import write_report
 
             t_report = time.perf_counter()
-            write_report(adata, summary, tmp / "report.html")
+            failed = summary.setdefault("failed_stages", {})
+            with optional_stage("report", "--no-report", failed):
+                write_report(adata, summary, tmp / "report.html")
+            if not failed:
+                summary.pop("failed_stages")
             summary["seconds"]["report"] = round(time.perf_counter() - t_report, 3)
         summary["seconds"]["write"] = round(time.perf_counter() - t_write, 3)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))

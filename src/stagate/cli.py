@@ -398,6 +398,9 @@ def _report(summary: dict, out: Path) -> None:
             parts.append("ARI per section " + ", ".join(
                 f"{k} {v['ari']:.3f}" for k, v in summary["per_section"].items()))
         click.echo("; ".join(parts))
+    for stage, error in summary.get("failed_stages", {}).items():
+        click.echo(f"warning: the optional {stage} stage failed ({error}); everything else "
+                   f"was written", err=True)
     files = ", ".join(f.name for f in sorted(Path(out).iterdir()) if not f.name.startswith("."))
     click.echo(f"results in {out}/ ({files})")
 
