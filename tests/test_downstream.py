@@ -118,6 +118,24 @@ def test_paga_over_an_annotation_leaves_the_domains_and_missing_labels(rng):
     assert sg.tl.paga_path(a) in (["A", "B", "C"], ["C", "B", "A"])  # the domains' stays
 
 
+def test_paga_graph_plot_leaves_the_data_as_it_was(rng):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    a = _planted(rng, 40)
+    layers = a.obs["domain"].cat.codes.to_numpy()
+    a.obsm["STAGATE"] = np.column_stack([layers + rng.normal(0, 0.25, layers.size),
+                                         rng.normal(0, 0.25, layers.size)]).astype(np.float32)
+    sg.tl.embedding_umap(a)
+    a.uns["paga"] = "the user's"
+    obs = a.obs.copy()
+    ax = sg.pl.paga(a, labels=["a", "b", "c"])
+    assert {t.get_text() for t in ax.texts} >= {"a", "b", "c"}
+    assert a.uns["paga"] == "the user's" and a.obs.equals(obs)
+    with pytest.raises(sg.StagateInputError, match="embedding_umap"):
+        sg.pl.paga(a, paga_key="STAGATE_paga_nothing")
+
+
 def test_morans_i_matches_the_formula(sim):
     sg.tl.stagate(sim, n_epochs=5, hidden_dim=16, latent_dim=4, show_progress=False,
                   device="cpu")

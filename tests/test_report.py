@@ -60,6 +60,8 @@ def test_report_is_self_contained_and_complete(finished_run):
     # with --label-key: what each domain is made of, and the PAGA path named by it
     assert "Spots of each domain_truth (columns) in each domain" in html
     assert "each domain&#39;s most frequent domain_truth" in html
+    # PAGA as a graph, of the domains and of the annotation, and the annotation's path
+    assert "PAGA as a graph" in html and "The same path over the annotation" in html
     markers = (finished_run / "markers.csv").read_text().splitlines()
     assert markers[0].startswith("domain,gene,score")
 

@@ -1,5 +1,15 @@
 """Plotting: each function reads results by key, draws on `ax` and returns it."""
 
-from ._plots import attention, domains, domains_3d, genes, loss, neighbors_histogram, umap
+from ._plots import (
+    attention,
+    domains,
+    domains_3d,
+    genes,
+    loss,
+    neighbors_histogram,
+    paga,
+    umap,
+)
 
-__all__ = ["attention", "domains", "domains_3d", "genes", "loss", "neighbors_histogram", "umap"]
+__all__ = ["attention", "domains", "domains_3d", "genes", "loss", "neighbors_histogram", "paga",
+           "umap"]

@@ -8,9 +8,11 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.colors import to_hex
 
 from .. import _keys
 from .._validation import StagateInputError, require_key
@@ -233,6 +235,57 @@ def _draw_paga(ax: Axes, xy: np.ndarray, groups, conn: sp.csr_matrix,
                zorder=4)
     for (x, y), c in zip(centres, cats, strict=True):
         ax.annotate(str(c), (x, y), ha="center", va="center", fontsize=7, zorder=5)
+
+
+def paga(
+    adata: AnnData, *, paga_key: str = f"{_keys.EMBEDDING}_paga",
+    labels: Sequence[str] | None = None, title: str | None = None, ax: Axes | None = None,
+    threshold: float = 0.05, random_state: int = 0,
+) -> Axes:
+    """The PAGA graph of :func:`stagate.tl.paga` (or ``embedding_umap``) drawn as a graph.
+
+    scanpy's ``pl.paga``: one node per group (as large as the group, in the colours of the
+    domain plots), edges as thick as the connectivity (those under `threshold` left out),
+    placed by a force-directed layout (seeded, so the same picture every time).
+
+    Parameters
+    ----------
+    adata
+        With ``uns[paga_key]``.
+    paga_key
+        The PAGA result: ``'STAGATE_paga'`` (domains) or e.g. ``'STAGATE_paga_layer'``.
+    labels
+        Node labels, one per group in the matrix order; default the group names.
+    title, ax, threshold, random_state
+        Title, axes to draw on, weakest edge drawn, seed of the layout.
+
+    Returns
+    -------
+    The axes.
+    """
+    import scanpy as sc
+
+    require_key(adata, "uns", paga_key, "run stagate.tl.embedding_umap (or tl.paga) first")
+    record = adata.uns[paga_key]
+    groups = record["groups"]
+    names = record.get("names")  # a numpy array after an h5ad round trip
+    names = [str(n) for n in (_categories(adata.obs[groups]) if names is None else names)]
+    ax = plt.figure(figsize=(5, 4.5)).gca() if ax is None else ax
+    # scanpy's plot reads uns['paga'] and a categorical obs column: lend it both, then put
+    # the user's back
+    view = AnnData(obs={groups: pd.Categorical(adata.obs[groups].astype(str),
+                                               categories=names)},
+                   uns={"paga": {"connectivities": sp.csr_matrix(record["connectivities"]),
+                                 "connectivities_tree":
+                                     sp.csr_matrix(record["connectivities_tree"]),
+                                 "groups": groups},
+                        f"{groups}_colors": [to_hex(c) for c in _palette(len(names))]})
+    view.obs_names = adata.obs_names
+    sc.pl.paga(view, ax=ax, show=False, threshold=threshold, random_state=random_state,
+               labels=list(labels) if labels is not None else None, fontsize=11,
+               fontoutline=3, node_size_scale=2.5, frameon=False,
+               title=title or f"PAGA graph ({groups})", layout="fr")
+    return ax
 
 
 def neighbors_histogram(adata: AnnData, *, key: str = _keys.GRAPH,

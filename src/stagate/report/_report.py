@@ -206,10 +206,20 @@ def _umap(adata: AnnData, label_key: str | None = None) -> dict | None:
                 + (f"; in brackets each domain's most frequent {label_key}." if labelled
                    else "."))
         label_paga = f"{_keys.EMBEDDING}_paga_{label_key}"
-        if labelled and label_paga in adata.uns:
+        with_labels = labelled and label_paga in adata.uns
+        if with_labels:
             text += (f" The same path over the annotation's own groups, on the same embedding "
                      f"graph: {' - '.join(paga_path(adata, paga_key=label_paga))}. It shows the "
                      f"order the embedding has learnt, whatever the clustering made of it.")
+        fig, axes = plt.subplots(1, 2 if with_labels else 1, figsize=(11 if with_labels else 5.5,
+                                                                       4.8), squeeze=False)
+        pl.paga(adata, ax=axes[0, 0], labels=names, title="PAGA graph of the domains")
+        if with_labels:
+            pl.paga(adata, paga_key=label_paga, ax=axes[0, 1],
+                    title=f"PAGA graph of the annotation ({label_key})")
+        figures.append({"png": _png(fig), "caption": "PAGA as a graph: one node per group, "
+                                                     "edges as thick as the connectivity "
+                                                     "(under 0.05 left out)"})
     return _section("umap", "UMAP and PAGA", text=text, tables=tables, figures=figures)
 
 
