@@ -236,3 +236,26 @@ def test_approximate_neighbours_hand_scanpy_a_sparse_matrix(rng, monkeypatch):
     _knn.neighbors(a, use_rep="STAGATE", n_neighbors=10)
     assert a.obsp["connectivities"].shape == (9000, 9000)
     assert np.median(np.diff(a.obsp["distances"].tocsr().indptr)) >= 9
+
+
+def test_domains_take_the_colour_of_their_annotation_class():
+    labels = np.repeat(["L1", "L2", "L3", "NA"], 10)
+    domains = np.repeat(["3", "1", "2", "4"], 10)  # 4 holds only unannotated spots
+    a = AnnData(np.zeros((40, 1), dtype=np.float32))
+    a.obs["layer"] = pd.Categorical(labels)
+    a.obs["domain"] = pd.Categorical(domains)
+    a.uns["layer_colors"] = ["#000001", "#000002", "#000003", "#000004"]  # the user's: kept
+    sg.pl.match_colors(a, reference="layer")
+    assert a.uns["layer_colors"] == ["#000001", "#000002", "#000003", "#000004"]
+    by_domain = dict(zip(a.obs["domain"].cat.categories, a.uns["domain_colors"], strict=True))
+    assert by_domain["3"] == "#000001" and by_domain["1"] == "#000002"
+    assert by_domain["2"] == "#000003"
+    assert by_domain["4"] not in a.uns["layer_colors"]  # no class: a colour of its own
+    import matplotlib
+
+    matplotlib.use("Agg")
+    a.obsm["spatial"] = np.column_stack([np.arange(40), np.zeros(40)]).astype(float)
+    ax = sg.pl.domains(a)  # the map uses them
+    drawn = {t.get_label(): matplotlib.colors.to_hex(t.get_facecolor()[0])
+             for t in ax.collections}
+    assert drawn["3"] == "#000001"

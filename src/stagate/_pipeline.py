@@ -179,6 +179,7 @@ def run_pipeline(adata: AnnData, cfg: PipelineConfig, *, copy: bool = True
             refined = tl.score_domains(adata, label_key=cfg.label_key,
                                        domain_key=REFINED)
             summary.update({f"{k}_refined": v for k, v in refined.items()})
+        pl.match_colors(adata, _keys.DOMAIN, reference=cfg.label_key)  # maps side by side
     source = adata.uns.get("stagate_input", {})
     summary["input"] = {"format": source.get("format", "anndata"),
                         "coordinate_unit": source.get("unit", "unknown"),

@@ -6,10 +6,11 @@ from ._plots import (
     domains_3d,
     genes,
     loss,
+    match_colors,
     neighbors_histogram,
     paga,
     umap,
 )
 
-__all__ = ["attention", "domains", "domains_3d", "genes", "loss", "neighbors_histogram", "paga",
-           "umap"]
+__all__ = ["attention", "domains", "domains_3d", "genes", "loss", "match_colors",
+           "neighbors_histogram", "paga", "umap"]

@@ -26,6 +26,58 @@ def _palette(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+def _colours(adata: AnnData, key: str, cats: Sequence) -> list:
+    """The colours of `key`'s categories: ``uns['{key}_colors']`` (scanpy's place for them,
+    e.g. from :func:`match_colors`) when it holds one per category, else our palette."""
+    stored = adata.uns.get(f"{key}_colors")
+    if stored is not None and len(stored) == len(cats):
+        return list(stored)
+    return _palette(len(cats))
+
+
+def match_colors(adata: AnnData, key: str = _keys.DOMAIN, *, reference: str) -> None:
+    """Colour the domains after an annotation, so the two maps read side by side.
+
+    Each domain is matched one-to-one to the annotation class it shares most spots with
+    (Hungarian matching on the counts; unannotated spots left out) and takes that class's
+    colour; domains left without a class (or matched to one they hold no spot of) take
+    colours no class uses. Stored where scanpy
+    keeps colours, so every plot here and scanpy's own use them.
+
+    Parameters
+    ----------
+    adata
+        With ``obs[key]`` and ``obs[reference]``.
+    key
+        The domains.
+    reference
+        The annotation.
+
+    Returns
+    -------
+    ``uns['{reference}_colors']`` (kept when it already holds one colour per class, else our
+    palette, in its categories' order) and ``uns['{key}_colors']`` (in the domains' order).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    from ..tl._metrics import composition
+
+    classes = [str(c) for c in _categories(adata.obs[reference])]
+    class_colours = [to_hex(c) for c in _colours(adata, reference, classes)]  # the user's kept
+    counts = composition(adata, reference, key)  # domains x classes, annotated spots only
+    rows, cols = linear_sum_assignment(-counts.to_numpy())
+    table = counts.to_numpy()
+    matched = {str(counts.index[r]): class_colours[classes.index(str(counts.columns[c]))]
+               for r, c in zip(rows, cols, strict=True)
+               if table[r, c] > 0}  # never the colour of a class the domain has no spot of
+    spare = [c for c in (to_hex(x) for x in _palette(10) + _palette(20))
+             if c not in class_colours]
+    domains = [str(d) for d in _categories(adata.obs[key])]
+    unmatched = iter(spare + [to_hex(x) for x in _palette(len(domains))])
+    adata.uns[f"{reference}_colors"] = class_colours
+    adata.uns[f"{key}_colors"] = [matched.get(d) or next(unmatched) for d in domains]
+
+
 def _spot_size(n: int) -> float:
     return float(np.clip(30000 / max(n, 1), 0.05, 40))
 
@@ -35,10 +87,11 @@ def _categories(labels) -> list:
     return list(labels.cat.categories) if hasattr(labels, "cat") else sorted(set(labels))
 
 
-def _categorical_scatter(ax: Axes, xy: np.ndarray, labels, title: str, kwds: Mapping) -> Axes:
+def _categorical_scatter(ax: Axes, xy: np.ndarray, labels, title: str, kwds: Mapping,
+                         colours: Sequence | None = None) -> Axes:
     cats = _categories(labels)
     values = np.asarray(labels.astype(str))
-    colours = _palette(len(cats))
+    colours = _palette(len(cats)) if colours is None else colours
     for c, colour in zip(cats, colours, strict=True):
         m = values == str(c)
         ax.scatter(xy[m, 0], xy[m, 1], s=_spot_size(len(xy)), color=colour, label=str(c),
@@ -75,7 +128,8 @@ def domains(
     xy = np.asarray(adata.obsm[spatial_key])[:, :2]
     drew_image = image is not None and _draw_tissue_image(ax, adata, image, library_id)
     kwds = {"alpha": 0.8} | dict(scatter_kwds) if drew_image else scatter_kwds
-    _categorical_scatter(ax, xy, adata.obs[key], title or key, kwds)
+    _categorical_scatter(ax, xy, adata.obs[key], title or key, kwds,
+                         _colours(adata, key, _categories(adata.obs[key])))
     if not drew_image:
         ax.invert_yaxis()
     return ax
@@ -93,7 +147,7 @@ def _domains_by_section(adata, *, key, spatial_key, section_key, image, title, n
                              squeeze=False)
     labels = adata.obs[key]
     cats = _categories(labels)
-    colours = dict(zip(map(str, cats), _palette(len(cats)), strict=True))
+    colours = dict(zip(map(str, cats), _colours(adata, key, cats), strict=True))
     xy_all = np.asarray(adata.obsm[spatial_key])[:, :2]
     values = labels.astype(str).to_numpy()
     libraries = adata.uns.get("spatial", {})
@@ -154,7 +208,7 @@ def domains_3d(
     cats = _categories(labels)
     values = labels.astype(str).to_numpy()
     size = float(np.clip(60000 / max(adata.n_obs, 1), 0.3, 20))
-    for c, colour in zip(cats, _palette(len(cats)), strict=True):
+    for c, colour in zip(cats, _colours(adata, key, cats), strict=True):
         m = values == str(c)
         ax.scatter(coords[m, 0], coords[m, 1], z[m], s=size, color=colour, label=str(c),
                    linewidths=0, depthshade=False, rasterized=True)
@@ -211,18 +265,19 @@ def umap(
     ax = plt.figure(figsize=(6, 5)).gca() if ax is None else ax
     xy = np.asarray(adata.obsm[basis])
     _categorical_scatter(ax, xy, adata.obs[color], title or f"UMAP of the embedding ({color})",
-                         scatter_kwds)
+                         scatter_kwds, _colours(adata, color, _categories(adata.obs[color])))
     ax.set_aspect("auto")
     ax.set_xlabel("UMAP 1")
     ax.set_ylabel("UMAP 2")
     paga_key = f"{basis.removesuffix('_umap')}_paga"
     if paga and paga_key in adata.uns:
-        _draw_paga(ax, xy, adata.obs[adata.uns[paga_key]["groups"]],
-                   sp.csr_matrix(adata.uns[paga_key]["connectivities"]))
+        groups = adata.uns[paga_key]["groups"]
+        _draw_paga(ax, xy, adata.obs[groups], sp.csr_matrix(adata.uns[paga_key]["connectivities"]),
+                   _colours(adata, groups, _categories(adata.obs[groups])))
     return ax
 
 
-def _draw_paga(ax: Axes, xy: np.ndarray, groups, conn: sp.csr_matrix,
+def _draw_paga(ax: Axes, xy: np.ndarray, groups, conn: sp.csr_matrix, colours: Sequence,
                threshold: float = 0.05) -> None:
     cats = _categories(groups)
     values = groups.astype(str).to_numpy()
@@ -231,7 +286,7 @@ def _draw_paga(ax: Axes, xy: np.ndarray, groups, conn: sp.csr_matrix,
     for i, j, w in zip(coo.row, coo.col, coo.data, strict=True):
         if w >= threshold:
             ax.plot(*centres[[i, j]].T, color="black", lw=0.5 + 6 * w, alpha=0.7, zorder=3)
-    ax.scatter(centres[:, 0], centres[:, 1], s=160, c=_palette(len(cats)), edgecolors="black",
+    ax.scatter(centres[:, 0], centres[:, 1], s=160, c=list(colours), edgecolors="black",
                zorder=4)
     for (x, y), c in zip(centres, cats, strict=True):
         ax.annotate(str(c), (x, y), ha="center", va="center", fontsize=7, zorder=5)
@@ -279,7 +334,7 @@ def paga(
                                  "connectivities_tree":
                                      sp.csr_matrix(record["connectivities_tree"]),
                                  "groups": groups},
-                        f"{groups}_colors": [to_hex(c) for c in _palette(len(names))]})
+                        f"{groups}_colors": [to_hex(c) for c in _colours(adata, groups, names)]})
     view.obs_names = adata.obs_names
     sc.pl.paga(view, ax=ax, show=False, threshold=threshold, random_state=random_state,
                labels=list(labels) if labels is not None else None, fontsize=11,
