@@ -329,6 +329,9 @@ def render_report(adata: AnnData, summary: dict) -> str:
     import jinja2
 
     label_key = summary.get("config", {}).get("label_key")
+    if (label_key and label_key in adata.obs and _keys.DOMAIN in adata.obs
+            and f"{_keys.DOMAIN}_colors" not in adata.uns):  # a run made before the colours
+        pl.match_colors(adata, _keys.DOMAIN, reference=label_key)
     builders = [lambda: _what_was_run(summary), lambda: _domains(adata, summary),
                 lambda: _qc(adata), lambda: _umap(adata, label_key), lambda: _markers(adata),
                 lambda: _attention(adata), lambda: _training(adata), lambda: _scores(summary)]
