@@ -116,6 +116,11 @@ def test_paga_over_an_annotation_leaves_the_domains_and_missing_labels(rng):
     assert sg.tl.paga_path(a, paga_key="STAGATE_paga_layer") in (["L1", "L2", "L3"],
                                                                   ["L3", "L2", "L1"])
     assert sg.tl.paga_path(a) in (["A", "B", "C"], ["C", "B", "A"])  # the domains' stays
+    import matplotlib
+
+    matplotlib.use("Agg")
+    texts = {t.get_text() for t in sg.pl.paga(a, paga_key="STAGATE_paga_layer").texts}
+    assert {"L1", "L2", "L3"} <= texts and "NA" not in texts  # no node for unannotated spots
 
 
 def test_paga_graph_plot_leaves_the_data_as_it_was(rng):

@@ -301,7 +301,8 @@ def paga(
 
     scanpy's ``pl.paga``: one node per group (as large as the group, in the colours of the
     domain plots), edges as thick as the connectivity (those under `threshold` left out),
-    placed by a force-directed layout (seeded, so the same picture every time).
+    placed by a force-directed layout (seeded, so the same picture every time). Groups named
+    like a missing annotation ("NA", ...) are left out.
 
     Parameters
     ----------
@@ -326,19 +327,28 @@ def paga(
     names = record.get("names")  # a numpy array after an h5ad round trip
     names = [str(n) for n in (_categories(adata.obs[groups]) if names is None else names)]
     ax = plt.figure(figsize=(5, 4.5)).gca() if ax is None else ax
-    # scanpy's plot reads uns['paga'] and a categorical obs column: lend it both, then put
-    # the user's back
-    view = AnnData(obs={groups: pd.Categorical(adata.obs[groups].astype(str),
-                                               categories=names)},
-                   uns={"paga": {"connectivities": sp.csr_matrix(record["connectivities"]),
-                                 "connectivities_tree":
-                                     sp.csr_matrix(record["connectivities_tree"]),
-                                 "groups": groups},
-                        f"{groups}_colors": [to_hex(c) for c in _colours(adata, groups, names)]})
-    view.obs_names = adata.obs_names
+    from ..tl._metrics import MISSING_LABELS
+
+    # unannotated spots ("NA") are no group of the tissue: left out of the graph
+    keep = [i for i, name in enumerate(names) if name not in MISSING_LABELS]
+    colours = [to_hex(c) for c in _colours(adata, groups, names)]
+    values = adata.obs[groups].astype(str).to_numpy()
+    shown = np.isin(values, [names[i] for i in keep])
+    # scanpy's plot reads uns['paga'] and a categorical obs column: it gets a small AnnData
+    # of its own holding both, so the user's uns['paga'] and obs are never touched
+    view = AnnData(
+        obs=pd.DataFrame({groups: pd.Categorical(values[shown],
+                                                 categories=[names[i] for i in keep])},
+                         index=adata.obs_names[shown]),
+        uns={"paga": {"connectivities":
+                      sp.csr_matrix(record["connectivities"])[keep][:, keep],
+                      "connectivities_tree":
+                      sp.csr_matrix(record["connectivities_tree"])[keep][:, keep],
+                      "groups": groups},
+             f"{groups}_colors": [colours[i] for i in keep]})
     sc.pl.paga(view, ax=ax, show=False, threshold=threshold, random_state=random_state,
-               labels=list(labels) if labels is not None else None, fontsize=11,
-               fontoutline=3, node_size_scale=2.5, frameon=False,
+               labels=[list(labels)[i] for i in keep] if labels is not None else None,
+               fontsize=11, fontoutline=3, node_size_scale=2.5, frameon=False,
                title=title or f"PAGA graph ({groups})", layout="fr")
     return ax
 
