@@ -65,8 +65,8 @@ def match_colors(adata: AnnData, key: str = _keys.DOMAIN, *, reference: str) -> 
     classes = [str(c) for c in _categories(adata.obs[reference])]
     class_colours = [to_hex(c) for c in _colours(adata, reference, classes)]  # the user's kept
     counts = composition(adata, reference, key)  # domains x classes, annotated spots only
-    rows, cols = linear_sum_assignment(-counts.to_numpy())
     table = counts.to_numpy()
+    rows, cols = linear_sum_assignment(-table)
     matched = {str(counts.index[r]): class_colours[classes.index(str(counts.columns[c]))]
                for r, c in zip(rows, cols, strict=True)
                if table[r, c] > 0}  # never the colour of a class the domain has no spot of
@@ -321,16 +321,14 @@ def paga(
     """
     import scanpy as sc
 
+    from ..tl._downstream import paga_groups
+
     require_key(adata, "uns", paga_key, "run stagate.tl.embedding_umap (or tl.paga) first")
     record = adata.uns[paga_key]
     groups = record["groups"]
-    names = record.get("names")  # a numpy array after an h5ad round trip
-    names = [str(n) for n in (_categories(adata.obs[groups]) if names is None else names)]
-    ax = plt.figure(figsize=(5, 4.5)).gca() if ax is None else ax
-    from ..tl._metrics import MISSING_LABELS
-
     # unannotated spots ("NA") are no group of the tissue: left out of the graph
-    keep = [i for i, name in enumerate(names) if name not in MISSING_LABELS]
+    names, keep = paga_groups(adata, record)
+    ax = plt.figure(figsize=(5, 4.5)).gca() if ax is None else ax
     colours = [to_hex(c) for c in _colours(adata, groups, names)]
     values = adata.obs[groups].astype(str).to_numpy()
     shown = np.isin(values, [names[i] for i in keep])
@@ -347,7 +345,7 @@ def paga(
                       "groups": groups},
              f"{groups}_colors": [colours[i] for i in keep]})
     sc.pl.paga(view, ax=ax, show=False, threshold=threshold, random_state=random_state,
-               labels=[list(labels)[i] for i in keep] if labels is not None else None,
+               labels=None if labels is None else [labels[i] for i in keep],
                fontsize=11, fontoutline=3, node_size_scale=2.5, frameon=False,
                title=title or f"PAGA graph ({groups})", layout="fr")
     return ax

@@ -148,6 +148,16 @@ def paga(
     }
 
 
+def paga_groups(adata: AnnData, record: dict) -> tuple[list[str], list[int]]:
+    """A PAGA result's group names, in the order of its matrices' rows, and the rows that
+    are groups of the tissue (not named like a missing annotation: "NA", "nan", ...)."""
+    names = record.get("names")  # a numpy array after an h5ad round trip; absent in old runs
+    if names is None:
+        names = adata.obs[record["groups"]].astype("category").cat.categories
+    names = [str(n) for n in names]
+    return names, [i for i, name in enumerate(names) if name not in MISSING_LABELS]
+
+
 #: groups up to which paga_path finds the best order exactly (2^n subsets); above, greedily
 EXACT_PATH_MAX_GROUPS = 14
 
@@ -178,10 +188,7 @@ def paga_path(adata: AnnData, key: str = _keys.EMBEDDING, *,
     """
     record = adata.uns[paga_key or f"{key}_paga"]
     conn = np.asarray(sp.csr_matrix(record["connectivities"]).todense(), dtype=np.float64)
-    names = record.get("names")
-    if names is None:
-        names = list(adata.obs[record["groups"]].astype("category").cat.categories)
-    keep = [i for i, name in enumerate(names) if str(name) not in MISSING_LABELS]
+    names, keep = paga_groups(adata, record)
     names = [names[i] for i in keep]
     conn = np.maximum(conn, conn.T)[np.ix_(keep, keep)]
     np.fill_diagonal(conn, 0)
